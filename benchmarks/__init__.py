@@ -1,0 +1,1 @@
+"""Accuracy-vs-latency and throughput benchmarks. Timings live here, never in unit tests."""

@@ -1,0 +1,59 @@
+"""Exceptions raised by FractureEdge, each with a message a user can act on.
+
+Front ends (CLI, Kivy app, Gradio page) map :class:`FractureEdgeError` to a user message in one
+place each; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class FractureEdgeError(Exception):
+    """Base class of every error FractureEdge raises on purpose."""
+
+
+class MissingDependencyError(FractureEdgeError, ImportError):
+    """An optional library is not installed; the message names the extra that provides it."""
+
+
+class ImageReadError(FractureEdgeError, ValueError):
+    """An input file could not be turned into a radiograph."""
+
+
+class ImageNotFoundError(ImageReadError, FileNotFoundError):
+    """The path does not exist (also a :class:`FileNotFoundError`, for callers that catch that)."""
+
+
+class EmptyFileError(ImageReadError):
+    """The file has zero bytes."""
+
+
+class NotAnImageError(ImageReadError):
+    """The file is neither a supported image, a DICOM file nor a NIfTI volume."""
+
+
+class CorruptImageError(ImageReadError):
+    """The file claims to be an image but cannot be decoded, even tolerantly."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """The image has more pixels than allowed (a guard against decompression bombs)."""
+
+
+class UnsupportedPhotometricError(ImageReadError):
+    """A DICOM file uses a photometric interpretation FractureEdge does not support."""
+
+
+class MissingDecoderError(ImageReadError, MissingDependencyError):
+    """A DICOM file uses a compressed transfer syntax with no installed decoder."""
+
+
+class InvalidVolumeError(ImageReadError):
+    """A CT/MRI volume has an unusable shape or non-finite values."""
+
+
+class ModelCardError(FractureEdgeError, ValueError):
+    """A model card is missing a field or holds an invalid value."""
+
+
+class DatasetError(FractureEdgeError, ValueError):
+    """A data set folder or manifest is missing or malformed."""

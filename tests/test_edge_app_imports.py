@@ -1,0 +1,55 @@
+"""edge_app runs on a phone: its runtime must import neither torch nor tensorflow."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+RUNTIME_MODULES = [
+    "edge_app",
+    "edge_app.errors",
+    "edge_app._optional",
+    "edge_app.preprocess",
+    "edge_app.radiograph",
+]
+
+_PROBE = textwrap.dedent(
+    """
+    import importlib, sys
+
+    class Forbid:
+        # Fail loudly on the import itself, not only afterwards.
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "tensorflow", "tensorflow_core", "keras"):
+                raise ImportError("edge_app imported " + name)
+            return None
+
+    sys.meta_path.insert(0, Forbid())
+    for module in sys.argv[1:]:
+        importlib.import_module(module)
+    heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "tensorflow"))
+    print("HEAVY:" + ",".join(heavy))
+    """
+)
+
+
+@pytest.mark.parametrize("module", RUNTIME_MODULES)
+def test_runtime_module_imports_without_torch_or_tensorflow(module):
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE, module],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("HEAVY:"), result.stdout
+
+
+def test_the_probe_would_catch_a_heavy_import():
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE, "torch"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0 and "edge_app imported torch" in result.stderr

@@ -1,0 +1,1 @@
+"""Training-side code: data sets, audit, leak-free splits, augmentation, models, distillation."""
