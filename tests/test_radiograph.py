@@ -703,3 +703,18 @@ def test_empty_and_mixed_folders_raise(tmp_path: Path) -> None:
         load_study(tmp_path / "mixed")
     with pytest.raises(ImageReadError, match="not DICOM"):
         load_volume(tmp_path / "mixed")
+
+
+def test_jpeg_cut_short_and_zero_padded_is_flagged_truncated(tmp_path):
+    """libjpeg decodes zero padding without complaint; the missing end marker still tells."""
+    rng = np.random.default_rng(5)
+    source = tmp_path / "whole.jpg"
+    Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(source, quality=90)
+    data = source.read_bytes()
+    assert data.endswith(b"\xff\xd9")
+    padded = tmp_path / "padded.jpg"
+    padded.write_bytes(data[: len(data) * 3 // 4] + b"\x00" * (len(data) // 4))
+    radiograph = load_radiograph(padded)
+    assert radiograph.truncated
+    assert radiograph.pixels.shape == (64, 64)
+    assert not load_radiograph(source).truncated

@@ -96,7 +96,8 @@ def _ordered(first: int, second: int) -> tuple[int, int]:
 
 
 def _truncated_candidates(small: np.ndarray, index: int, threshold: float) -> set[tuple[int, int]]:
-    rows = max(4, decoded_rows(small[index]))
+    # The last decoded row is partly grey band already; leave it out.
+    rows = max(4, decoded_rows(small[index]) - 1)
     vectors = _standardise_rows(small[:, :rows].reshape(len(small), -1))
     correlation = vectors @ vectors[index]
     return {_ordered(index, other) for other in np.flatnonzero(correlation >= threshold)}

@@ -1,0 +1,143 @@
+"""Shared helpers: synthetic radiograph-like images and a synthetic FracAtlas-like tree.
+
+The helpers are plain functions handed out by fixtures, so test modules never import conftest.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+FRACATLAS_COLUMNS = (
+    "image_id", "hand", "leg", "hip", "shoulder", "mixed", "hardware", "multiscan", "fractured",
+    "fracture_count", "frontal", "lateral", "oblique",
+)
+
+
+def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Periodic Gaussian blur through the FFT (numpy only, fast for a few hundred pixels)."""
+    frequency_y = np.fft.fftfreq(image.shape[0])[:, None]
+    frequency_x = np.fft.rfftfreq(image.shape[1])[None, :]
+    gain = np.exp(-2 * (np.pi * sigma) ** 2 * (frequency_y**2 + frequency_x**2))
+    return np.fft.irfft2(np.fft.rfft2(image) * gain, s=image.shape)
+
+
+def radiograph_like(
+    height: int = 240, width: int = 300, shape_seed: int = 0, texture_seed: int = 0,
+    texture_amplitude: float = 0.08,
+) -> np.ndarray:
+    """A uint8 image: smooth blobs (``shape_seed``) plus fine blurred noise (``texture_seed``).
+
+    Two images with the same shapes but different texture look alike at low frequencies, as two
+    radiographs of similar anatomy do, yet are not copies of one exposure.
+    """
+    rng = np.random.default_rng(shape_seed)
+    rows, columns = np.mgrid[0:height, 0:width].astype(np.float64)
+    image = np.full((height, width), 0.15)
+    for _ in range(6):
+        centre_y, centre_x = rng.uniform(0.15, 0.85) * height, rng.uniform(0.15, 0.85) * width
+        sigma_y, sigma_x = rng.uniform(0.05, 0.2) * height, rng.uniform(0.05, 0.2) * width
+        distance = ((rows - centre_y) / sigma_y) ** 2 + ((columns - centre_x) / sigma_x) ** 2
+        image += rng.uniform(0.15, 0.35) * np.exp(-distance / 2)
+    white = np.random.default_rng(10_000 + texture_seed).normal(size=(height, width))
+    noise = _gaussian_blur(white, 1.5)
+    image += texture_amplitude * noise / noise.std()
+    return np.clip(image * 255, 0, 255).astype(np.uint8)
+
+
+def jpeg_bytes(pixels: np.ndarray, quality: int = 95) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def write_jpeg(path: Path, pixels: np.ndarray, quality: int = 95) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(jpeg_bytes(pixels, quality))
+    return path
+
+
+@dataclass
+class AtlasImage:
+    """One image of a synthetic FracAtlas tree.
+
+    ``fractured`` is the folder; ``csv_fractured`` the CSV's opinion (defaults to the folder's).
+    ``yolo`` holds ``(cx, cy, w, h)`` boxes; ``data`` replaces the JPEG bytes when given.
+    """
+
+    name: str
+    fractured: bool
+    pixels: np.ndarray | None = None
+    data: bytes | None = None
+    regions: Sequence[str] = ("hand",)
+    flags: dict[str, int] = field(default_factory=dict)
+    csv_fractured: int | None = None
+    fracture_count: int = 0
+    yolo: Sequence[tuple[float, float, float, float]] = ()
+    in_csv: bool = True
+
+
+def make_fracatlas(root: Path, images: Sequence[AtlasImage]) -> Path:
+    """Write ``dataset.csv``, ``images/{Fractured,Non_fractured}`` and ``annotations/yolo``."""
+    for folder in ("Fractured", "Non_fractured"):
+        (root / "images" / folder).mkdir(parents=True, exist_ok=True)
+    (root / "annotations" / "yolo").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for image in images:
+        folder = "Fractured" if image.fractured else "Non_fractured"
+        path = root / "images" / folder / image.name
+        if image.data is not None:
+            path.write_bytes(image.data)
+        else:
+            pixels = image.pixels if image.pixels is not None else radiograph_like()
+            write_jpeg(path, pixels)
+        if image.yolo:
+            lines = [f"0 {cx} {cy} {w} {h}" for cx, cy, w, h in image.yolo]
+            (root / "annotations" / "yolo" / f"{path.stem}.txt").write_text("\n".join(lines) + "\n")
+        if not image.in_csv:
+            continue
+        row = dict.fromkeys(FRACATLAS_COLUMNS, "0")
+        row["image_id"] = image.name
+        row.update({region: "1" for region in image.regions})
+        row.update({name: str(value) for name, value in image.flags.items()})
+        fractured = int(image.fractured) if image.csv_fractured is None else image.csv_fractured
+        row["fractured"] = str(fractured)
+        row["fracture_count"] = str(image.fracture_count)
+        rows.append(row)
+    with open(root / "dataset.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, FRACATLAS_COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return root
+
+
+@pytest.fixture(scope="session")
+def make_radiograph() -> Callable[..., np.ndarray]:
+    return radiograph_like
+
+
+@pytest.fixture(scope="session")
+def save_jpeg() -> Callable[..., Path]:
+    return write_jpeg
+
+
+@pytest.fixture(scope="session")
+def encode_jpeg() -> Callable[..., bytes]:
+    return jpeg_bytes
+
+
+@pytest.fixture(scope="session")
+def fracatlas_tree() -> Callable[[Path, Sequence[AtlasImage]], Path]:
+    return make_fracatlas
+
+
+@pytest.fixture(scope="session")
+def atlas_image() -> type[AtlasImage]:
+    return AtlasImage
