@@ -57,3 +57,7 @@ class ModelCardError(FractureEdgeError, ValueError):
 
 class DatasetError(FractureEdgeError, ValueError):
     """A data set folder or manifest is missing or malformed."""
+
+
+class LogitsFileError(FractureEdgeError, ValueError):
+    """A per-image logits CSV (file, split, label, one column per model) is malformed."""

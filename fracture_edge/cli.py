@@ -112,6 +112,132 @@ def _add_data_parser(verbs: argparse._SubParsersAction) -> None:
     cache.set_defaults(handler=_data_cache)
 
 
+# --------------------------------------------------------------------------- evaluation
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from train.evaluate import run_evaluation
+
+    paths = run_evaluation(
+        args.logits,
+        args.out,
+        models=args.model,
+        data_root=args.data,
+        sensitivity_target=args.sensitivity,
+        resamples=args.resamples,
+        seed=args.seed,
+    )
+    print(paths["markdown"].read_text())
+    print(f"report: {paths['markdown']}\njson:   {paths['json']}")
+    return 0
+
+
+def _add_evaluate_parser(verbs: argparse._SubParsersAction) -> None:
+    evaluate = verbs.add_parser(
+        "evaluate",
+        help="test metrics, operating points, calibration and subgroups from a logits CSV",
+    )
+    evaluate.add_argument(
+        "--logits", required=True, help="CSV file,split,label,<model>... (gpu_experiment output)"
+    )
+    evaluate.add_argument(
+        "--model",
+        action="extend",
+        nargs="+",
+        metavar="NAME",
+        help="model column(s) to evaluate (default: all)",
+    )
+    evaluate.add_argument(
+        "--data", help="FracAtlas root, for test AUROC by region / hardware / multiscan"
+    )
+    evaluate.add_argument("--out", required=True, help="folder for evaluation.json/.md and plots")
+    evaluate.add_argument(
+        "--sensitivity",
+        type=float,
+        default=0.95,
+        help="validation sensitivity the 'doubt' threshold must reach (default 0.95)",
+    )
+    evaluate.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
+    evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    evaluate.set_defaults(handler=_evaluate)
+
+
+# --------------------------------------------------------------------------- train verbs
+
+
+def _train_options(parser: argparse.ArgumentParser, distill: bool) -> None:
+    """One option per TrainConfig field, generated so the CLI and the config never drift."""
+    import dataclasses
+    import typing
+
+    from train.config import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    distill_only = {"teachers", "teacher_logits", "temperature", "alpha", "attention_weight"}
+    parser.add_argument("--config", help="YAML file of TrainConfig fields (CLI flags override it)")
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in distill_only and not distill:
+            continue
+        flag = "--" + field.name.replace("_", "-")
+        hint = hints[field.name]
+        kwargs: dict = {"dest": field.name, "default": None}
+        if hint is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(hint) is list:
+            kwargs["nargs"] = "*"
+        else:
+            args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+            kwargs["type"] = args[0]
+        if field.name == "backbone":
+            from train.registry import BACKBONES
+
+            kwargs["choices"] = BACKBONES
+        if field.name == "pretrained":
+            kwargs["choices"] = ["imagenet", "offline"]
+        default = field.default if field.default is not dataclasses.MISSING else "[]"
+        parser.add_argument(flag, help=f"default: {default}", **kwargs)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from train.config import config_keys, load_config
+    from train.trainer import train
+
+    overrides = {key: getattr(args, key, None) for key in config_keys()}
+    config = load_config(args.config, overrides)
+    if args.verb == "distill" and not config.distill:
+        raise ValueError("distill needs --teachers CHECKPOINT... or --teacher-logits FILE:COLUMN")
+    card = train(config)
+    if card:
+        keys = ("architecture", "initialisation", "best_epoch", "metrics")
+        print(json.dumps({k: card[k] for k in keys}, indent=1, default=str))
+        print(f"checkpoint: {config.out}")
+    return 0
+
+
+def _logits(args: argparse.Namespace) -> int:
+    from train.checkpoints import cache_logits, write_logits_csv
+
+    rows, logits = cache_logits(args.checkpoints, args.cache, tuple(args.splits))
+    print(f"logits: {write_logits_csv(args.out, rows, logits)}")
+    return 0
+
+
+def _add_train_parsers(verbs: argparse._SubParsersAction) -> None:
+    logits = verbs.add_parser("logits", help="checkpoints' logits on the cache (CPU, fp32) as CSV")
+    logits.add_argument("checkpoints", nargs="+", help="checkpoint folders (model_card.json)")
+    logits.add_argument("--cache", default="cache/fracatlas-256")
+    logits.add_argument("--splits", nargs="+", default=["val", "test"])
+    logits.add_argument("--out", default="runs/logits.csv")
+    logits.set_defaults(handler=_logits)
+
+    train = verbs.add_parser("train", help="train a teacher or a student on the image cache")
+    _train_options(train, distill=False)
+    train.set_defaults(handler=_train)
+    distill = verbs.add_parser("distill", help="train a student with knowledge distillation")
+    _train_options(distill, distill=True)
+    distill.set_defaults(handler=_train)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -124,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO)")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     _add_data_parser(verbs)
+    _add_train_parsers(verbs)
+    _add_evaluate_parser(verbs)
     return parser
 
 

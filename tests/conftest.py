@@ -141,3 +141,17 @@ def fracatlas_tree() -> Callable[[Path, Sequence[AtlasImage]], Path]:
 @pytest.fixture(scope="session")
 def atlas_image() -> type[AtlasImage]:
     return AtlasImage
+
+
+def pytest_addoption(parser):
+    parser.addoption("--network", action="store_true",
+                     help="run tests that need internet access (marked 'network')")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--network"):
+        return
+    skip = pytest.mark.skip(reason="needs internet; run with --network")
+    for item in items:
+        if "network" in item.keywords:
+            item.add_marker(skip)

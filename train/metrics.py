@@ -43,7 +43,10 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 
 def bootstrap_auroc_ci(
-    labels: np.ndarray, scores: np.ndarray, resamples: int = 2000, seed: int = 0,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    resamples: int = 2000,
+    seed: int = 0,
     level: float = 0.95,
 ) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of the AUROC (resampling images)."""
@@ -152,9 +155,7 @@ def _ratio(numerator: np.ndarray | float, denominator: float) -> np.ndarray | fl
 # --------------------------------------------------------------------------- curves
 
 
-def roc_curve(
-    labels: np.ndarray, scores: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(fpr, tpr, thresholds)`` of ``score >= threshold``, thresholds descending from +inf.
 
     Every distinct score is a threshold (scikit-learn's ``drop_intermediate=False``); the first
@@ -315,7 +316,9 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray, tolerance: float = 1
     The NLL is convex in the inverse temperature b = 1/T, with derivative
     g(b) = mean((sigmoid(b z) - y) z), increasing in b; g = 0 is found by Newton steps kept
     inside a bracket (bisection when Newton would leave it). T is clamped to [1e-3, 1e3]: an
-    optimum outside (separable data, or logits that carry no or inverted signal) is logged.
+    optimum outside (separable data; logits so off-centre or weak that a flat 0.5 beats any
+    scaling) is logged. A temperature rescales, it cannot shift: a bias from a positive-class
+    weight in training survives it.
     """
     labels, logits = _labels_and_scores(labels, logits, "a temperature", scores_name="logits")
     if labels.all() or not labels.any():
@@ -332,7 +335,11 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray, tolerance: float = 1
 
     low, high = 1.0 / _TEMPERATURE_RANGE[1], 1.0 / _TEMPERATURE_RANGE[0]
     if gradient(low) >= 0:
-        logger.warning("temperature fit: logits carry no usable signal; T clamped to %g", 1 / low)
+        logger.warning(
+            "temperature fit: the NLL keeps falling as T grows (logits off-centre or carrying "
+            "little signal; a temperature cannot shift them); T clamped to %g",
+            1 / low,
+        )
         return 1.0 / low
     if gradient(high) <= 0:
         logger.warning("temperature fit: classes are separated; T clamped to %g", 1 / high)
@@ -340,16 +347,18 @@ def fit_temperature(labels: np.ndarray, logits: np.ndarray, tolerance: float = 1
     inverse = 1.0 if low < 1.0 < high else np.sqrt(low * high)
     for _ in range(200):
         value = gradient(inverse)
+        if abs(value) < tolerance:
+            break
         if value < 0:
             low = inverse
         else:
             high = inverse
+        if high / low - 1 < tolerance:
+            break
         probability = sigmoid(inverse * logits)
         curvature = float(np.mean(probability * (1 - probability) * logits**2))
         step = inverse - value / curvature if curvature > 0 else np.nan
         inverse = step if low < step < high else np.sqrt(low * high)
-        if abs(value) < tolerance or high / low - 1 < tolerance:
-            break
     return float(1.0 / inverse)
 
 

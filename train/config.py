@@ -1,0 +1,81 @@
+"""Typed training configuration: dataclass defaults, then a YAML file, then CLI overrides.
+
+The resolved config is saved next to every checkpoint as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from edge_app._optional import require
+
+
+@dataclass
+class TrainConfig:
+    cache: str = "cache/fracatlas-256"
+    out: str = "runs/train"
+    backbone: str = "tf_efficientnet_lite0"
+    pretrained: str | None = None  # None (scratch) | "imagenet" (online) | "offline"
+    init_weights: str | None = None
+    init_sha256: str | None = None
+    input_size: int = 224
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    schedule: str = "onecycle"  # "onecycle" | "cosine"
+    warmup_fraction: float = 0.1
+    imbalance: str = "bce_pos_weight"  # see train.losses.IMBALANCE_METHODS
+    region_head: bool = False
+    region_weight: float = 0.2
+    ema: bool = False
+    ema_decay: float = 0.998
+    patience: int = 8
+    drop_rate: float = 0.2
+    seed: int = 0
+    augment: str = (
+        "auto"  # "auto" (device on CUDA, albumentations on CPU) | "device" | "albumentations"
+    )
+    device: str = "auto"
+    limit: int | None = None
+    resume: bool = False
+    progress: bool = True
+    tensorboard: bool = True
+    # Distillation (fracture-edge distill)
+    teachers: list[str] = field(default_factory=list)  # checkpoint folders, run online
+    teacher_logits: str | None = None  # "file.csv:column", fixed logits per image
+    temperature: float = 2.0
+    alpha: float = 0.7
+    attention_weight: float = 0.0
+
+    @property
+    def distill(self) -> bool:
+        return bool(self.teachers or self.teacher_logits)
+
+
+def config_keys() -> list[str]:
+    return [f.name for f in fields(TrainConfig)]
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None):
+    """Defaults ← YAML file ← overrides (None values in overrides are ignored)."""
+    values: dict[str, Any] = {}
+    if path:
+        yaml = require("yaml", "read training configs")
+        values.update(yaml.safe_load(Path(path).read_text()) or {})
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    unknown = set(values) - set(config_keys())
+    if unknown:
+        raise ValueError(
+            f"Unknown config keys {sorted(unknown)}; valid: {', '.join(config_keys())}"
+        )
+    return TrainConfig(**values)
+
+
+def save_config(config: TrainConfig, path: str | Path) -> Path:
+    yaml = require("yaml", "write training configs")
+    path = Path(path)
+    path.write_text(yaml.safe_dump(asdict(config), sort_keys=False))
+    return path

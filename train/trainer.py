@@ -1,0 +1,570 @@
+"""``fracture-edge train`` / ``distill``: fit one model on the cache, keep the best by validation
+AUROC, write a checkpoint folder with its model card.
+
+The checkpoint folder holds ``model.safetensors`` (best weights), ``model_card.json``,
+``config.yaml`` (the resolved config), ``log.csv``, ``tensorboard/`` and ``last_state.pt``
+(optimizer, schedule and epoch, for ``--resume``).
+
+Two input paths share everything else: on CUDA the whole cache sits on the GPU as uint8 and is
+augmented there (:mod:`train.device_augment`); on CPU each batch goes through the albumentations
+policy (:mod:`train.augment`). Under ``torchrun`` the same entry point trains with DDP (NCCL on
+GPUs, gloo on CPU); each rank takes every ``world``-th image of the shared permutation.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import subprocess
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_app._optional import require
+from edge_app.preprocess import PreprocessConfig
+from fracture_edge import __version__
+from train import device_augment
+from train.augment import AugmentConfig, augment, build_augmentation
+from train.cache import load_cached_image, read_cache_index
+from train.config import TrainConfig, save_config
+from train.losses import attention_transfer_loss, distillation_loss, supervised_loss
+from train.metrics import (
+    auroc,
+    bootstrap_auroc_ci,
+    sensitivity_specificity,
+    threshold_for_sensitivity,
+    youden_threshold,
+)
+from train.models import create_model, file_sha256, load_state_file, normalisation_for
+
+torch = require("torch", "train models")
+F = torch.nn.functional
+logger = logging.getLogger(__name__)
+
+REGIONS = ("hand", "leg", "hip", "shoulder", "mixed")
+LABELS = ("no_fracture", "fracture")
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+def distributed_context() -> tuple[int, int]:
+    """(rank, world size); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    return rank, world
+
+
+def resolve_device(config: TrainConfig, rank: int):
+    if config.device != "auto":
+        return torch.device(config.device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+# --------------------------------------------------------------------------- data
+
+
+class CacheData:
+    """The cache as one uint8 tensor bank plus labels, splits and region indices."""
+
+    def __init__(self, config: TrainConfig, device):
+        rows = read_cache_index(config.cache)
+        if config.limit:
+            rng = np.random.default_rng(config.seed)
+            keep = sorted(rng.choice(len(rows), min(config.limit, len(rows)), replace=False))
+            rows = [rows[i] for i in keep]
+        self.rows = rows
+        self.meta = json.loads((Path(config.cache) / "meta.json").read_text())
+        images = np.stack(
+            [
+                np.rint(load_cached_image(config.cache, r["file"]) * 255).astype(np.uint8)
+                for r in rows
+            ]
+        )
+        self.bank = torch.from_numpy(images).unsqueeze(1).to(device)
+        self.labels = torch.tensor([float(r["label"]) for r in rows], device=device)
+        self.regions = torch.tensor(
+            [REGIONS.index(r["region"]) if r.get("region") in REGIONS else -1 for r in rows],
+            device=device,
+        )
+        split = np.array([r["split"] for r in rows])
+        self.index = {
+            name: torch.from_numpy(np.flatnonzero(split == name)).to(device)
+            for name in ("train", "val", "test")
+        }
+        if len(self.index["train"]) == 0 or len(self.index["val"]) == 0:
+            raise ValueError(f"{config.cache} has no train or no val rows; rebuild the split")
+
+    def positive_weight(self) -> float:
+        labels = self.labels[self.index["train"]]
+        positives = float(labels.sum())
+        return (len(labels) - positives) / max(positives, 1.0)
+
+
+def teacher_logit_column(spec: str, rows) -> np.ndarray:
+    """Fixed teacher logits per cached image from ``file.csv:column`` (e.g. a GPU run's CSV)."""
+    path, _, column = spec.rpartition(":")
+    if not path or not column:
+        raise ValueError(f"--teacher-logits takes FILE.csv:COLUMN, got {spec!r}")
+    with open(path, newline="") as handle:
+        table = {r["file"]: r for r in csv.DictReader(handle)}
+    missing = [r["file"] for r in rows if r["file"] not in table]
+    if missing:
+        raise ValueError(
+            f"{path} has no logits for {len(missing)} cached images, e.g. {missing[:3]}"
+        )
+    if column not in next(iter(table.values())):
+        raise ValueError(f"{path} has no column {column!r}")
+    return np.array([float(table[r["file"]][column]) for r in rows], dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.rank, self.world = distributed_context()
+        self.device = resolve_device(config, self.rank)
+        self.out = Path(config.out)
+        self.data = CacheData(config, self.device)
+        self.mean_std = normalisation_for(config.backbone, config.pretrained)
+        self.augment_on_device = config.augment == "device" or (
+            config.augment == "auto" and self.device.type == "cuda"
+        )
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(config.seed)
+        self.albumentations = (
+            None
+            if self.augment_on_device
+            else build_augmentation(AugmentConfig(), seed=config.seed + self.rank)
+        )
+        self.pos_weight = torch.tensor(self.data.positive_weight(), device=self.device)
+        self.autocast = {
+            "device_type": self.device.type,
+            "dtype": torch.bfloat16,
+            "enabled": self.device.type == "cuda",
+        }
+        self.teachers = [self._load_teacher(path) for path in config.teachers]
+        self.fixed_teacher_logits = None
+        if config.teacher_logits:
+            self.fixed_teacher_logits = torch.from_numpy(
+                teacher_logit_column(config.teacher_logits, self.data.rows)
+            ).to(self.device)
+        self.model = self._build_model()
+
+    # ----------------------------------------------------------------- setup
+
+    def _build_model(self):
+        torch.manual_seed(self.config.seed)
+        aux = {"region": len(REGIONS)} if self.config.region_head else None
+        model = create_model(
+            self.config.backbone,
+            pretrained=self.config.pretrained,
+            aux_heads=aux,
+            drop_rate=self.config.drop_rate,
+        )
+        if self.config.init_weights:
+            state = load_state_file(self.config.init_weights, self.config.init_sha256)
+            state = {k: v.float() for k, v in state.items()}
+            target = model if any(k.startswith("backbone.") for k in state) else model.backbone
+            missing, unexpected = target.load_state_dict(state, strict=False)
+            if unexpected:
+                raise ValueError(
+                    f"{self.config.init_weights} holds unexpected keys {unexpected[:5]}"
+                )
+            logger.info(
+                "initialised from %s (%d keys left at init)", self.config.init_weights, len(missing)
+            )
+        model = model.to(self.device)
+        if self.device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def _load_teacher(self, folder: str):
+        folder = Path(folder)
+        card = json.loads((folder / "model_card.json").read_text())
+        teacher = create_model(card["architecture"], aux_heads=card.get("aux_heads") or None)
+        state = load_state_file(folder / "model.safetensors", card.get("weights_sha256"))
+        teacher.load_state_dict({k: v.float() for k, v in state.items()})
+        preprocessing = PreprocessConfig.from_card(card)
+        teacher.eval().requires_grad_(False).to(self.device)
+        return teacher, (preprocessing.mean, preprocessing.std)
+
+    # ----------------------------------------------------------------- batches
+
+    def batches(self):
+        train = self.data.index["train"]
+        if self.config.imbalance == "balanced_sampler":
+            weights = torch.where(self.data.labels[train] > 0, self.pos_weight, 1.0)
+            order = train[torch.multinomial(weights, len(train), True, generator=self.generator)]
+        else:
+            order = train[torch.randperm(len(train), device=self.device, generator=self.generator)]
+        order = order[self.rank :: self.world]
+        size = self.config.batch_size
+        for start in range(0, max(1, len(order) - size + 1), size):
+            yield order[start : start + size]
+
+    def images(self, indices, training: bool):
+        """Float [0, 1] images at the input size, augmented when training."""
+        batch = self.data.bank[indices]
+        size = self.config.input_size
+        if not training:
+            return device_augment.resize_batch(batch, size)
+        if self.augment_on_device:
+            return device_augment.augment_batch(
+                batch, size, self.generator, fill=float(self.data.meta.get("fill", 0.0))
+            )
+        canvases = device_augment.resize_batch(batch, size).squeeze(1).cpu().numpy()
+        augmented = np.stack([augment(self.albumentations, c) for c in canvases])
+        return torch.from_numpy(augmented).unsqueeze(1).to(self.device)
+
+    def normalise(self, images, mean_std=None):
+        mean, std = mean_std or self.mean_std
+        normalised = (images - mean) / std
+        if self.device.type == "cuda":
+            normalised = normalised.contiguous(memory_format=torch.channels_last)
+        return normalised
+
+    # ----------------------------------------------------------------- loss and steps
+
+    def loss(self, model, indices):
+        images = self.images(indices, training=True)
+        targets = self.data.labels[indices]
+        with torch.autocast(**self.autocast):
+            module = model.module if hasattr(model, "module") else model
+            features = module.features(self.normalise(images))
+            pooled = features.mean((2, 3))
+            logits = module.fracture_head(pooled).squeeze(1).float()
+            loss = supervised_loss(self.config.imbalance, logits, targets, self.pos_weight)
+            if self.config.region_head:
+                regions = self.data.regions[indices]
+                known = regions >= 0
+                if known.any():
+                    region_logits = module.aux_heads["region"](pooled).float()
+                    loss = loss + self.config.region_weight * F.cross_entropy(
+                        region_logits[known], regions[known]
+                    )
+            if self.config.distill:
+                loss = self._distill(module, features, logits, loss, images, indices)
+        return loss
+
+    def _distill(self, module, features, logits, hard_loss, images, indices):
+        teacher_logits, teacher_cams = [], []
+        if self.fixed_teacher_logits is not None:
+            teacher_logits.append(self.fixed_teacher_logits[indices])
+        with torch.no_grad():
+            for teacher, mean_std in self.teachers:
+                teacher_features = teacher.features(self.normalise(images, mean_std))
+                teacher_logits.append(
+                    teacher.fracture_head(teacher_features.mean((2, 3))).squeeze(1).float()
+                )
+                teacher_cams.append(
+                    torch.einsum(
+                        "bchw,c->bhw", teacher_features.float(), teacher.fracture_head.weight[0]
+                    )
+                )
+        target = torch.stack(teacher_logits).mean(0)
+        loss = distillation_loss(
+            logits, target, hard_loss, self.config.temperature, self.config.alpha
+        )
+        if self.config.attention_weight > 0 and teacher_cams:
+            student_cam = torch.einsum(
+                "bchw,c->bhw", features.float(), module.fracture_head.weight[0]
+            )
+            teacher_cam = torch.stack(
+                [c / (c.abs().amax((1, 2), keepdim=True) + 1e-6) for c in teacher_cams]
+            ).mean(0)
+            loss = loss + self.config.attention_weight * attention_transfer_loss(
+                student_cam, teacher_cam
+            )
+        return loss
+
+    @torch.no_grad()
+    def logits(self, model, indices) -> np.ndarray:
+        module = model.module if hasattr(model, "module") else model
+        was_training = module.training
+        module.eval()
+        outputs = []
+        for start in range(0, len(indices), 128):
+            chunk = indices[start : start + 128]
+            with torch.autocast(**self.autocast):
+                outputs.append(module(self.normalise(self.images(chunk, False))).float())
+        module.train(was_training)
+        return torch.cat(outputs).cpu().numpy() if outputs else np.zeros(0, np.float32)
+
+    def validation_auroc(self, model) -> float:
+        val = self.data.index["val"]
+        return auroc(self.data.labels[val].cpu().numpy(), self.logits(model, val))
+
+    # ----------------------------------------------------------------- fit
+
+    def fit(self) -> dict[str, Any]:
+        config = self.config
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(config, self.out / "config.yaml")
+        model = self.model
+        if self.world > 1:
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        steps_per_epoch = max(1, len(self.data.index["train"]) // self.world // config.batch_size)
+        schedule = self._schedule(optimizer, steps_per_epoch * config.epochs)
+        ema = self._ema()
+        state = {"epoch": 0, "best_auroc": -1.0, "best_epoch": -1, "stale": 0, "steps": 0}
+        if config.resume and (self.out / "last_state.pt").is_file():
+            state = self._resume(optimizer, schedule, ema)
+        log = _Log(self.out, config.tensorboard) if self.rank == 0 else None
+        for epoch in range(state["epoch"], config.epochs):
+            loss, rate = self.train_one_epoch(model, optimizer, schedule, ema, steps_per_epoch)
+            evaluated = ema.module if ema is not None else self.model
+            val_auroc = self.validation_auroc(evaluated)
+            # NaN (one class in a tiny val split) never improves, but the first epoch is kept.
+            improved = state["best_epoch"] < 0 or val_auroc > state["best_auroc"]
+            state.update(
+                epoch=epoch + 1,
+                stale=0 if improved else state["stale"] + 1,
+                steps=state.get("steps", 0) + steps_per_epoch,
+            )
+            if improved:
+                state.update(best_auroc=val_auroc, best_epoch=epoch)
+            if self.rank == 0:
+                log.write(epoch, loss, val_auroc, rate, optimizer.param_groups[0]["lr"])
+                if improved:
+                    self.save_weights(evaluated)
+                self._save_state(optimizer, schedule, ema, state)
+            logger.info(
+                "epoch %d loss %.4f val AUROC %.4f (%.0f img/s)", epoch, loss, val_auroc, rate
+            )
+            if state["stale"] >= config.patience:
+                logger.info("early stop: no val AUROC gain for %d epochs", config.patience)
+                break
+        if log:
+            log.close()
+        if self.world > 1:
+            torch.distributed.barrier()
+        summary = self.finish(state) if self.rank == 0 else {}
+        if self.world > 1:
+            torch.distributed.destroy_process_group()
+        return summary
+
+    def train_one_epoch(self, model, optimizer, schedule, ema, steps: int):
+        model.train()
+        started, seen, total, count = time.perf_counter(), 0, 0.0, 0
+        tqdm = require("tqdm", "show progress bars").tqdm
+        batches = list(self.batches())[:steps]
+        for indices in tqdm(
+            batches,
+            disable=not (self.config.progress and self.rank == 0),
+            leave=False,
+            desc="train",
+        ):
+            loss = self.loss(model, indices)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            if ema is not None:
+                ema.update(model.module if hasattr(model, "module") else model)
+            seen += len(indices) * self.world
+            total, count = total + loss.item(), count + 1
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return total / max(count, 1), seen / (time.perf_counter() - started)
+
+    def _schedule(self, optimizer, total_steps: int):
+        if self.config.schedule == "onecycle":
+            return torch.optim.lr_scheduler.OneCycleLR(
+                optimizer,
+                self.config.lr,
+                total_steps=max(total_steps, 1),
+                pct_start=self.config.warmup_fraction,
+            )
+        if self.config.schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(total_steps, 1))
+        raise ValueError(f"schedule must be 'onecycle' or 'cosine', got {self.config.schedule!r}")
+
+    def _ema(self):
+        if not self.config.ema:
+            return None
+        utils = require("timm.utils", "keep an EMA of the weights")
+        return utils.ModelEmaV3(self.model, decay=self.config.ema_decay)
+
+    # ----------------------------------------------------------------- persistence
+
+    def save_weights(self, model) -> None:
+        save_file = require("safetensors.torch", "write checkpoints").save_file
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+            str(self.out / "model.safetensors"),
+        )
+
+    def _save_state(self, optimizer, schedule, ema, state) -> None:
+        payload = {
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "model": self.model.state_dict(),
+            "state": state,
+            "generator": self.generator.get_state(),
+        }
+        if ema is not None:
+            payload["ema"] = ema.module.state_dict()
+        torch.save(payload, self.out / "last_state.pt")
+
+    def _resume(self, optimizer, schedule, ema) -> dict:
+        payload = torch.load(
+            self.out / "last_state.pt", map_location=self.device, weights_only=True
+        )
+        self.model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        # A fresh schedule over the (possibly longer) run, fast-forwarded to where it stopped;
+        # loading the old schedule's state would keep its old length.
+        schedule.last_epoch = int(payload["state"].get("steps", 0))
+        self.generator.set_state(
+            payload["generator"].cpu() if self.device.type == "cpu" else payload["generator"]
+        )
+        if ema is not None and "ema" in payload:
+            ema.module.load_state_dict(payload["ema"])
+        logger.info("resumed at epoch %d", payload["state"]["epoch"])
+        return payload["state"]
+
+    def finish(self, state: dict) -> dict[str, Any]:
+        """Reload the best weights, evaluate on val and test, write the model card."""
+        best = load_state_file(self.out / "model.safetensors")
+        self.model.load_state_dict(best)
+        metrics = self.evaluate()
+        card = self.model_card(state, metrics)
+        (self.out / "model_card.json").write_text(json.dumps(card, indent=1))
+        return card
+
+    def evaluate(self) -> dict[str, Any]:
+        labels = self.data.labels.cpu().numpy()
+        val, test = (self.data.index[s].cpu().numpy() for s in ("val", "test"))
+        logits = self.logits(self.model, torch.arange(len(labels), device=self.device))
+        with open(self.out / "logits.csv", "w", newline="") as handle:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(["file", "split", "label", self.out.name])
+            for row, logit in zip(self.data.rows, logits, strict=True):
+                writer.writerow([row["file"], row["split"], row["label"], f"{logit:.5f}"])
+        probability = 1 / (1 + np.exp(-logits))
+        doubt = threshold_for_sensitivity(labels[val], probability[val], 0.95)
+        fracture = youden_threshold(labels[val], probability[val])
+        metrics: dict[str, Any] = {
+            "val_auroc": auroc(labels[val], probability[val]),
+            "thresholds": {"doubt": doubt, "fracture": fracture},
+        }
+        if len(test):
+            low, high = bootstrap_auroc_ci(labels[test], probability[test], resamples=1000)
+            metrics.update(
+                test_auroc=auroc(labels[test], probability[test]), test_auroc_ci95=[low, high]
+            )
+            for name, threshold in metrics["thresholds"].items():
+                sensitivity, specificity = sensitivity_specificity(
+                    labels[test], probability[test], threshold
+                )
+                metrics[f"test_at_{name}"] = {
+                    "sensitivity": sensitivity,
+                    "specificity": specificity,
+                }
+        return metrics
+
+    def model_card(self, state: dict, metrics: dict) -> dict[str, Any]:
+        preprocessing = PreprocessConfig(
+            input_size=self.config.input_size,
+            mean=self.mean_std[0],
+            std=self.mean_std[1],
+            fill=float(self.data.meta.get("fill", 0.0)),
+        )
+        init = self.config.pretrained or ("file" if self.config.init_weights else "scratch")
+        return {
+            "name": self.out.name,
+            "format": "fracture-edge-checkpoint",
+            "architecture": self.config.backbone,
+            "initialisation": init,
+            "labels": list(LABELS),
+            "aux_heads": {"region": len(REGIONS)} if self.config.region_head else {},
+            "region_labels": list(REGIONS) if self.config.region_head else [],
+            "preprocessing": preprocessing.to_card(),
+            "operating_points": metrics["thresholds"],
+            "metrics": metrics,
+            "best_epoch": state["best_epoch"],
+            "training_data": {
+                "cache": str(self.config.cache),
+                "split_id": self.data.meta.get("split_id"),
+            },
+            "teachers": list(self.config.teachers)
+            + ([self.config.teacher_logits] if self.config.teacher_logits else []),
+            "config": asdict(self.config),
+            "weights_sha256": file_sha256(self.out / "model.safetensors"),
+            "fracture_edge_version": __version__,
+            "commit": _git_commit(),
+        }
+
+
+class _Log:
+    """CSV log, plus TensorBoard when its package is installed."""
+
+    def __init__(self, out: Path, tensorboard: bool):
+        self.path = out / "log.csv"
+        new = not self.path.exists()
+        self.handle = open(self.path, "a", newline="")
+        self.writer = csv.writer(self.handle, lineterminator="\n")
+        if new:
+            self.writer.writerow(["epoch", "loss", "val_auroc", "images_per_second", "lr"])
+        self.board = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.board = SummaryWriter(str(out / "tensorboard"))
+            except ImportError:
+                logger.warning(
+                    "tensorboard is not installed; writing the CSV log only "
+                    "(pip install tensorboard)"
+                )
+
+    def write(self, epoch, loss, val_auroc, rate, lr):
+        self.writer.writerow([epoch, f"{loss:.5f}", f"{val_auroc:.5f}", f"{rate:.1f}", f"{lr:.3g}"])
+        self.handle.flush()
+        if self.board:
+            self.board.add_scalar("loss/train", loss, epoch)
+            self.board.add_scalar("auroc/val", val_auroc, epoch)
+            self.board.add_scalar("throughput/images_per_second", rate, epoch)
+
+    def close(self):
+        self.handle.close()
+        if self.board:
+            self.board.close()
+
+
+def _git_commit() -> str | None:
+    try:
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                cwd=Path(__file__).parent,
+            ).stdout.strip()
+            or None
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    return Trainer(config).fit()
