@@ -40,7 +40,14 @@ def _data_audit(args: argparse.Namespace) -> int:
 def _data_split(args: argparse.Namespace) -> int:
     from train.audit import audit_dataset, read_json, write_json
     from train.datasets import open_dataset
-    from train.splits import SplitConfig, make_split, split_counts, split_id, write_split
+    from train.splits import (
+        SplitConfig,
+        make_split,
+        read_split,
+        split_counts,
+        split_id,
+        write_split,
+    )
 
     samples = list(open_dataset(args.path))
     if args.audit:
@@ -52,7 +59,8 @@ def _data_split(args: argparse.Namespace) -> int:
         write_json(result, Path(args.out).with_suffix(".audit.json"))
     config = SplitConfig(args.val, args.test, args.folds, args.seed, args.keep_truncated)
     root = Path(args.path) if Path(args.path).is_dir() else Path(args.path).parent
-    rows = make_split(samples, audit, config, root=root.resolve())
+    previous = read_split(args.keep_from) if args.keep_from else None
+    rows = make_split(samples, audit, config, root=root.resolve(), previous=previous)
     write_split(rows, args.out)
     print(json.dumps({"split_id": split_id(rows), "counts": split_counts(rows)}, indent=1))
     print(f"split: {args.out}")
@@ -98,6 +106,12 @@ def _add_data_parser(verbs: argparse._SubParsersAction) -> None:
         "--keep-truncated",
         action="store_true",
         help="keep truncated files instead of excluding them",
+    )
+    split.add_argument(
+        "--keep-from",
+        metavar="SPLIT_CSV",
+        help="keep every group's split and fold from this earlier split file; "
+        "only exclusions and new images change",
     )
     split.add_argument("--workers", type=int, default=2)
     split.set_defaults(handler=_data_split)

@@ -65,10 +65,17 @@ def duplicate_audit(samples) -> dict:
     by_label = defaultdict(list)
     for s in samples:
         by_label[s.label].append(Path(s.path).name)
-    groups = [[by_label[0][0], by_label[0][-1]], [by_label[1][2], by_label[1][-3]],
-              [by_label[0][10], by_label[0][40], by_label[0][90]]]
-    return {"near_duplicate_groups": groups, "label_conflict_groups": [], "truncated": [],
-            "label_source_disagreements": []}
+    groups = [
+        [by_label[0][0], by_label[0][-1]],
+        [by_label[1][2], by_label[1][-3]],
+        [by_label[0][10], by_label[0][40], by_label[0][90]],
+    ]
+    return {
+        "near_duplicate_groups": groups,
+        "label_conflict_groups": [],
+        "truncated": [],
+        "label_source_disagreements": [],
+    }
 
 
 # --------------------------------------------------------------------------- leakage
@@ -105,14 +112,24 @@ def test_straddling_groups_reports_split_groups():
 
 def test_leak_groups_merges_patients_and_duplicates_transitively():
     samples = [
-        sample("s0.jpg", 1, "P1"), sample("s1.jpg", 1, "P1"),
-        sample("s2.jpg", 1, "P2"), sample("s3.jpg", 1, "P2"),
-        sample("s4.jpg", 0), sample("s5.jpg", 0, "P3"), sample("s6.jpg", 0),
+        sample("s0.jpg", 1, "P1"),
+        sample("s1.jpg", 1, "P1"),
+        sample("s2.jpg", 1, "P2"),
+        sample("s3.jpg", 1, "P2"),
+        sample("s4.jpg", 0),
+        sample("s5.jpg", 0, "P3"),
+        sample("s6.jpg", 0),
     ]
     duplicate_groups = [["s3.jpg", "s1.jpg"], ["s6.jpg", "s5.jpg"], ["gone.jpg", "also-gone.jpg"]]
     # s0-s1 (patient) - s3 (duplicate) - s2 (patient): one group, named after s0's.
     assert leak_groups(samples, duplicate_groups) == [
-        "P1", "P1", "P1", "P1", "s4.jpg", "P3", "P3",
+        "P1",
+        "P1",
+        "P1",
+        "P1",
+        "s4.jpg",
+        "P3",
+        "P3",
     ]
 
 
@@ -124,8 +141,10 @@ def problem_samples() -> list[Sample]:
     box = [(0.1, 0.1, 0.3, 0.3)]
     clean = [sample(f"ok{i:02d}.jpg", i % 2) for i in range(20)]
     return clean + [
-        sample("conflict_a.jpg", 1), sample("conflict_b.jpg", 0),
-        sample("cut.jpg", 0), sample("broken.jpg", 0),
+        sample("conflict_a.jpg", 1),
+        sample("conflict_b.jpg", 0),
+        sample("cut.jpg", 0),
+        sample("broken.jpg", 0),
         sample("boxed_fracture.jpg", 1, boxes=box),  # folder 1, CSV 0, boxed: settled
         sample("unboxed_fracture.jpg", 1, boxes=[]),  # folder 1, CSV 0, no box
         sample("boxed_negative.jpg", 0, boxes=box),  # a box on a negative settles nothing
@@ -137,8 +156,12 @@ PROBLEM_AUDIT = {
     "label_conflict_groups": [["conflict_a.jpg", "conflict_b.jpg"]],
     "truncated": ["cut.jpg"],
     "unreadable": {"broken.jpg": "CorruptImageError: broken"},
-    "label_source_disagreements": ["boxed_fracture.jpg", "unboxed_fracture.jpg",
-                                   "boxed_negative.jpg", "not_in_the_data.jpg"],
+    "label_source_disagreements": [
+        "boxed_fracture.jpg",
+        "unboxed_fracture.jpg",
+        "boxed_negative.jpg",
+        "not_in_the_data.jpg",
+    ],
 }
 
 
@@ -146,8 +169,10 @@ def test_excluded_rows_carry_their_reason(problem_samples):
     rows = make_split(problem_samples, PROBLEM_AUDIT, SplitConfig())
     excluded = {row.file: row.reason for row in rows if row.split == EXCLUDED}
     assert excluded == {
-        "conflict_a.jpg": "label-conflict", "conflict_b.jpg": "label-conflict",
-        "cut.jpg": "truncated", "broken.jpg": "unreadable",
+        "conflict_a.jpg": "label-conflict",
+        "conflict_b.jpg": "label-conflict",
+        "cut.jpg": "truncated",
+        "broken.jpg": "unreadable",
         "unboxed_fracture.jpg": "label-source-disagreement",
         "boxed_negative.jpg": "label-source-disagreement",
     }
@@ -201,8 +226,10 @@ def test_class_ratio_and_size_per_split_follow_the_targets():
 
 
 def test_relpath_is_relative_to_the_root(tmp_path):
-    samples = [Sample(tmp_path / "images" / "Fractured" / "a.jpg", 1, "a.jpg", {}),
-               Sample(tmp_path / "images" / "Non_fractured" / "b.jpg", 0, "b.jpg", {})]
+    samples = [
+        Sample(tmp_path / "images" / "Fractured" / "a.jpg", 1, "a.jpg", {}),
+        Sample(tmp_path / "images" / "Non_fractured" / "b.jpg", 0, "b.jpg", {}),
+    ]
     rows = make_split(samples, {}, SplitConfig(val_fraction=0, test_fraction=0), root=tmp_path)
     assert [row.relpath for row in rows] == ["images/Fractured/a.jpg", "images/Non_fractured/b.jpg"]
     assert [row.split for row in rows] == ["train", "train"]
@@ -261,13 +288,16 @@ def test_split_id_follows_content_not_order(samples):
 # --------------------------------------------------------------------------- config
 
 
-@pytest.mark.parametrize("options", [
-    {"val_fraction": 0.5, "test_fraction": 0.5},
-    {"val_fraction": -0.1},
-    {"test_fraction": 1.0},
-    {"folds": 1},
-    {"folds": -2},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"val_fraction": 0.5, "test_fraction": 0.5},
+        {"val_fraction": -0.1},
+        {"test_fraction": 1.0},
+        {"folds": 1},
+        {"folds": -2},
+    ],
+)
 def test_split_config_rejects_bad_values(options):
     with pytest.raises(ValueError):
         SplitConfig(**options)
@@ -275,3 +305,31 @@ def test_split_config_rejects_bad_values(options):
 
 def test_split_config_accepts_edges():
     assert SplitConfig(val_fraction=0, test_fraction=0, folds=2).folds == 2
+
+
+def test_keep_from_an_earlier_split_only_changes_exclusions_and_merged_groups():
+    samples = patient_samples(120)
+    first = make_split(samples, {}, SplitConfig(seed=3, folds=3))
+    by_file = {row.file: row for row in first}
+    train_file = next(r.file for r in first if r.split == "train")
+    test_file = next(r.file for r in first if r.split == "test")
+    excluded_file = next(r.file for r in first if r.split == "val")
+    # The improved audit finds that a train and a test image are copies of each other, and
+    # that a validation image is truncated.
+    audit = {"near_duplicate_groups": [[train_file, test_file]], "truncated": [excluded_file]}
+    second = make_split(samples, audit, SplitConfig(seed=99, folds=3), previous=first)
+    changed = {
+        row.file: row.split
+        for row in second
+        if (row.split, row.fold) != (by_file[row.file].split, by_file[row.file].fold)
+    }
+    group_of = {row.file: row.group for row in first}
+    moved_group = {
+        r.file for r in first if group_of[r.file] in (group_of[train_file], group_of[test_file])
+    }
+    assert changed[excluded_file] == "excluded"
+    assert changed.get(test_file) == "train"
+    assert set(changed) <= moved_group | {excluded_file}
+    # A different seed changed nothing else: the earlier assignment wins.
+    ours = {row.file: row.split for row in second}
+    assert straddling_groups(ours, audit["near_duplicate_groups"]) == []

@@ -156,9 +156,20 @@ def assign_groups(
 
 
 def make_split(
-    samples: Sequence[Sample], audit: dict[str, Any], config: SplitConfig, root: Path | None = None
+    samples: Sequence[Sample],
+    audit: dict[str, Any],
+    config: SplitConfig,
+    root: Path | None = None,
+    previous: Sequence[SplitRow] | None = None,
 ) -> list[SplitRow]:
-    """Split ``samples`` into train/val/test (and k folds), leak-free under ``audit``'s groups."""
+    """Split ``samples`` into train/val/test (and k folds), leak-free under ``audit``'s groups.
+
+    With ``previous`` (an earlier split file), every group keeps the split and fold its images
+    had, so models trained on that split stay comparable after the audit improves: only the
+    exclusions are recomputed, and groups new to the data set are dealt out as usual. A group
+    the new audit merged across two earlier splits goes to the earliest of train, val, test
+    (a model trained on the earlier split has seen its train member), with a warning.
+    """
     groups = leak_groups(samples, audit.get("near_duplicate_groups", []))
     excluded = exclusion_reasons(samples, audit, config.keep_truncated)
     for index, reason in sorted(excluded.items()):
@@ -168,10 +179,11 @@ def make_split(
         if index not in excluded:
             group_labels.setdefault(groups[index], []).append(int(sample.label))
     train_fraction = 1 - config.val_fraction - config.test_fraction
-    split_of_group = assign_groups(
-        group_labels, [train_fraction, config.val_fraction, config.test_fraction], config.seed
-    )
-    fold_of_group = _folds(group_labels, split_of_group, config)
+    fractions = [train_fraction, config.val_fraction, config.test_fraction]
+    kept_split, kept_fold = _previous_assignment(samples, groups, excluded, previous)
+    fresh = {name: labels for name, labels in group_labels.items() if name not in kept_split}
+    split_of_group = {**assign_groups(fresh, fractions, config.seed), **kept_split}
+    fold_of_group = {**_folds(fresh, split_of_group, config), **kept_fold}
     rows = []
     for index, sample in enumerate(samples):
         group = groups[index]
@@ -188,6 +200,38 @@ def make_split(
             SplitRow(Path(sample.path).name, split, int(sample.label), group, fold, reason, relpath)
         )
     return rows
+
+
+def _previous_assignment(
+    samples: Sequence[Sample],
+    groups: Sequence[str],
+    excluded: dict[int, str],
+    previous: Sequence[SplitRow] | None,
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Split index and fold per group, taken from an earlier split file."""
+    if not previous:
+        return {}, {}
+    earlier = {row.file: row for row in previous if row.split in SPLIT_NAMES}
+    members: dict[str, list[SplitRow]] = {}
+    for index, sample in enumerate(samples):
+        row = earlier.get(Path(sample.path).name)
+        if index not in excluded and row is not None:
+            members.setdefault(groups[index], []).append(row)
+    kept_split, kept_fold = {}, {}
+    for group, rows in members.items():
+        splits = sorted({SPLIT_NAMES.index(row.split) for row in rows})
+        if len(splits) > 1:
+            logger.warning(
+                "group %s sat in %s in the earlier split; keeping it in %s",
+                group,
+                [SPLIT_NAMES[s] for s in splits],
+                SPLIT_NAMES[splits[0]],
+            )
+        kept_split[group] = splits[0]
+        kept_fold[group] = min(
+            row.fold for row in rows if SPLIT_NAMES.index(row.split) == splits[0]
+        )
+    return kept_split, kept_fold
 
 
 def _folds(
