@@ -236,7 +236,25 @@ def _logits(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from train.explain_run import explain_cache
+
+    report = explain_cache(args.checkpoint, args.cache, args.split, args.method, args.out)
+    print(json.dumps(report, indent=1))
+    return 0
+
+
 def _add_train_parsers(verbs: argparse._SubParsersAction) -> None:
+    explain = verbs.add_parser("explain", help="Grad-CAM + pointing game on the fracture boxes")
+    explain.add_argument("checkpoint", help="checkpoint folder (model_card.json)")
+    explain.add_argument("--cache", default="cache/fracatlas-256")
+    explain.add_argument("--split", default="test")
+    explain.add_argument(
+        "--method", default="gradcam", choices=["gradcam", "gradcam++", "hirescam", "eigencam"]
+    )
+    explain.add_argument("--out", default="runs/explain")
+    explain.set_defaults(handler=_explain)
+
     logits = verbs.add_parser("logits", help="checkpoints' logits on the cache (CPU, fp32) as CSV")
     logits.add_argument("checkpoints", nargs="+", help="checkpoint folders (model_card.json)")
     logits.add_argument("--cache", default="cache/fracatlas-256")

@@ -60,7 +60,9 @@ def _write_cache(root: Path, count: int = 48, size: int = 48) -> Path:
                 "group": name,
                 "region": ("hand", "leg")[index % 3 == 0],
                 "hardware": 0,
-                "boxes": "",
+                "boxes": (
+                    f"0.16667 {0.5 - 2 / size:.5f} 0.83333 {0.5 + 2 / size:.5f}" if label else ""
+                ),
                 "truncated": 0,
                 "original_width": size,
                 "original_height": size,
@@ -339,3 +341,15 @@ def test_ddp_with_two_gloo_processes_on_cpu(cache, tmp_path):
     assert card["config"]["epochs"] == 2
     with open(out / "log.csv", newline="") as handle:
         assert len(list(csv.DictReader(handle))) == 2
+
+
+def test_explain_scores_gradcam_and_the_in_graph_cam_alike(teacher, cache, tmp_path):
+    from train.explain_run import explain_cache
+
+    out, _ = teacher
+    report = explain_cache(out, cache, split="test", out=tmp_path / "explain", overlays=2)
+    games = report["pointing_game"]
+    assert games["gradcam"]["evaluated"] == games["in_graph_cam"]["evaluated"] > 0
+    assert games["gradcam"]["hits"] == games["in_graph_cam"]["hits"]
+    assert report["gradcam_vs_in_graph_cam"]["pearson_median"] > 0.99
+    assert (tmp_path / "explain" / "overlays.png").stat().st_size > 1000
