@@ -244,7 +244,22 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_weights(args: argparse.Namespace) -> int:
+    from train.models import export_offline_backbone
+
+    for name in args.backbones:
+        print(export_offline_backbone(name, Path(args.out) / f"{name}.safetensors"))
+    return 0
+
+
 def _add_train_parsers(verbs: argparse._SubParsersAction) -> None:
+    weights = verbs.add_parser(
+        "prepare-weights", help="offline ImageNet backbones as small files for the GPU machine")
+    weights.add_argument("--backbones", nargs="+",
+                         default=["tf_efficientnet_lite0", "tf_efficientnet_lite2"])
+    weights.add_argument("--out", default="cache/weights")
+    weights.set_defaults(handler=_prepare_weights)
+
     explain = verbs.add_parser("explain", help="Grad-CAM + pointing game on the fracture boxes")
     explain.add_argument("checkpoint", help="checkpoint folder (model_card.json)")
     explain.add_argument("--cache", default="cache/fracatlas-256")

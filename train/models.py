@@ -219,3 +219,19 @@ def create_model(
     if init_weights:
         model.load_state_dict(load_state_file(init_weights, sha256))
     return model
+
+
+def export_offline_backbone(name: str, path: str | Path) -> Path:
+    """Write ``name``'s offline ImageNet backbone (1-channel stem) as fp16 safetensors.
+
+    The GPU machine has no PyPI packages and the working tree that travels there is capped, so
+    the mapped backbones are carried as small files instead (see docs/training.md).
+    """
+    save_file = require("safetensors.torch", "write weights").save_file
+    model = create_model(name, pretrained="offline")
+    state = {k: (v.half() if v.is_floating_point() else v).contiguous()
+             for k, v in model.backbone.state_dict().items()}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+    return path
