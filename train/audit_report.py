@@ -6,25 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_app._optional import require
 from train.audit import AuditResult
+from train.plotting import new_figure, save_figure
 
 _COLOURS = {"fractured": "#c0392b", "not_fractured": "#2e86c1"}
-
-
-def _figure(width: float = 7.0, height: float = 4.0):
-    # The object API keeps matplotlib's global state (pyplot, backend) untouched.
-    figure_module = require("matplotlib.figure", "draw the audit plots")
-    backend = require("matplotlib.backends.backend_agg", "draw the audit plots")
-    figure = figure_module.Figure(figsize=(width, height), dpi=110)
-    backend.FigureCanvasAgg(figure)
-    return figure
-
-
-def _save(figure, path: Path) -> Path:
-    figure.tight_layout()
-    figure.savefig(path)
-    return path
 
 
 def plot_class_distribution(result: AuditResult, path: Path) -> Path:
@@ -39,7 +24,7 @@ def plot_class_distribution(result: AuditResult, path: Path) -> Path:
     axes.bar_label(bars)
     axes.set_ylabel("images")
     axes.set_title("Fractured vs not fractured")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_table_by_label(table: dict[str, dict[str, int]], title: str, path: Path) -> Path:
@@ -57,7 +42,7 @@ def plot_table_by_label(table: dict[str, dict[str, int]], title: str, path: Path
     axes.set_ylabel("images")
     axes.set_title(title)
     axes.legend()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_image_sizes(result: AuditResult, path: Path) -> Path:
@@ -78,7 +63,7 @@ def plot_image_sizes(result: AuditResult, path: Path) -> Path:
     aspect_axes.set_title("Aspect ratio by class")
     size_axes.set_title("Image size by class")
     aspect_axes.legend()
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def write_plots(result: AuditResult, out_dir: Path) -> list[Path]:
@@ -194,3 +179,7 @@ def write_report(result: AuditResult, out_dir: str | Path) -> Path:
     path = out_dir / "audit.md"
     path.write_text(markdown(result, plots))
     return path
+
+
+def _figure(width: float = 7.0, height: float = 4.0):
+    return new_figure(width, height, "draw the audit plots")

@@ -27,7 +27,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from edge_app._optional import require
 from edge_app.errors import LogitsFileError
 from train.metrics import (
     apply_temperature,
@@ -48,6 +47,7 @@ from train.metrics import (
     threshold_for_sensitivity,
     youden_threshold,
 )
+from train.plotting import new_figure, save_figure
 
 logger = logging.getLogger(__name__)
 
@@ -344,21 +344,6 @@ def _calibration(labels_val, logits_val, labels_test, logits_test, temperature, 
 _COLOURS = {"doubt": "#e67e22", "fracture": "#c0392b", "before": "#7f8c8d", "after": "#2e86c1"}
 
 
-def _figure(width: float, height: float):
-    # The object API keeps matplotlib's global state (pyplot, backend) untouched.
-    figure_module = require("matplotlib.figure", "draw the evaluation plots")
-    backend = require("matplotlib.backends.backend_agg", "draw the evaluation plots")
-    figure = figure_module.Figure(figsize=(width, height), dpi=110)
-    backend.FigureCanvasAgg(figure)
-    return figure
-
-
-def _save(figure, path: Path) -> Path:
-    figure.tight_layout()
-    figure.savefig(path)
-    return path
-
-
 def _format_ci(interval: Sequence[float | None]) -> str:
     if interval[0] is None:
         return "n/a"
@@ -393,7 +378,7 @@ def plot_confusion_matrices(report: dict, path: Path, title: str = "") -> Path:
         )
     if title:
         figure.suptitle(f"{title} (test)", fontsize=10)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def _operating_point_marks(axes, report: dict, x_key: str, y_key: str) -> None:
@@ -437,7 +422,7 @@ def plot_roc(
     axes.set_ylim(0, 1.01)
     axes.set_title(f"ROC (test){': ' + title if title else ''}", fontsize=10)
     axes.legend(loc="lower right", fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_precision_recall(
@@ -468,7 +453,7 @@ def plot_precision_recall(
     axes.set_ylim(0, 1.01)
     axes.set_title(f"Precision–recall (test){': ' + title if title else ''}", fontsize=10)
     axes.legend(loc="lower left", fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_reliability(
@@ -511,7 +496,7 @@ def plot_reliability(
     count_axes.set_yscale("symlog")
     count_axes.set_xlabel("predicted fracture probability")
     count_axes.set_ylabel("images")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def write_evaluation_plots(
@@ -682,3 +667,7 @@ def run_evaluation(
     markdown_path = out_dir / "evaluation.md"
     markdown_path.write_text(evaluation_markdown(reports, str(logits_path)))
     return {"json": json_path, "markdown": markdown_path}
+
+
+def _figure(width: float = 7.0, height: float = 4.0):
+    return new_figure(width, height, "draw the evaluation plots")

@@ -17,6 +17,7 @@ from edge_app._optional import require
 from train.cache import load_cached_image, parse_boxes, read_cache_index
 from train.checkpoints import load_checkpoint
 from train.gradcam import cam_agreement, explainer, pointing_game_score
+from train.plotting import new_figure, save_figure
 
 torch = require("torch", "explain models")
 F = torch.nn.functional
@@ -95,12 +96,9 @@ def explain_cache(
 
 
 def _write_overlays(canvases, heatmaps, boxes, names, path: Path) -> Path:
-    figure_module = require("matplotlib.figure", "draw overlays")
-    backend = require("matplotlib.backends.backend_agg", "draw overlays")
     patches = require("matplotlib.patches", "draw overlays")
     columns = len(canvases)
-    figure = figure_module.Figure(figsize=(2.6 * columns, 2.9), dpi=100)
-    backend.FigureCanvasAgg(figure)
+    figure = new_figure(2.6 * columns, 2.9, "draw overlays", dpi=100)
     for index, (canvas, heatmap, image_boxes, name) in enumerate(
         zip(canvases, heatmaps, boxes, names, strict=True)
     ):
@@ -123,9 +121,7 @@ def _write_overlays(canvases, heatmaps, boxes, names, path: Path) -> Path:
         axes.plot((peak[1] + 0.5) * scale, (peak[0] + 0.5) * scale, "w+", markersize=10)
         axes.set_title(name, fontsize=8)
         axes.axis("off")
-    figure.tight_layout()
-    figure.savefig(path)
-    return path
+    return save_figure(figure, path)
 
 
 def _resize(heatmap: np.ndarray, size: int) -> np.ndarray:

@@ -327,20 +327,10 @@ def save_student(model, path: Path) -> None:
 
 
 def write_outputs(out: Path, rows, all_logits: dict, results: dict) -> None:
+    from train.checkpoints import write_logits_csv
+
     (out / "metrics.json").write_text(json.dumps(results, indent=1))
-    with open(out / "logits.csv", "w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        names = list(all_logits)
-        writer.writerow(["file", "split", "label", *names])
-        for i, row in enumerate(rows):
-            writer.writerow(
-                [
-                    row["file"],
-                    row["split"],
-                    row["label"],
-                    *[f"{all_logits[n][i]:.5f}" for n in names],
-                ]
-            )
+    write_logits_csv(out / "logits.csv", rows, all_logits)
 
 
 def main() -> None:

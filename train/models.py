@@ -229,8 +229,10 @@ def export_offline_backbone(name: str, path: str | Path) -> Path:
     """
     save_file = require("safetensors.torch", "write weights").save_file
     model = create_model(name, pretrained="offline")
-    state = {k: (v.half() if v.is_floating_point() else v).contiguous()
-             for k, v in model.backbone.state_dict().items()}
+    state = {
+        k: (v.half() if v.is_floating_point() else v).contiguous()
+        for k, v in model.backbone.state_dict().items()
+    }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path))
