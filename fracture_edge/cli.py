@@ -24,10 +24,12 @@ logger = logging.getLogger("fracture_edge")
 
 
 def _data_audit(args: argparse.Namespace) -> int:
+    from edge_app._optional import require
     from train.audit import audit_dataset, write_json
     from train.audit_report import write_report
     from train.datasets import open_dataset
 
+    require("matplotlib.figure", "draw the audit plots")  # fail before a long scan, not after
     result = audit_dataset(list(open_dataset(args.path)), workers=args.workers)
     out_dir = Path(args.out)
     report = write_report(result, out_dir)

@@ -353,3 +353,22 @@ def test_explain_scores_gradcam_and_the_in_graph_cam_alike(teacher, cache, tmp_p
     assert games["gradcam"]["hits"] == games["in_graph_cam"]["hits"]
     assert report["gradcam_vs_in_graph_cam"]["pearson_median"] > 0.99
     assert (tmp_path / "explain" / "overlays.png").stat().st_size > 1000
+
+
+def test_device_augmentation_path_runs_on_cpu_too(cache, tmp_path):
+    """The GPU path (cache and augmentation on the device) exercised on the CPU."""
+    card = train(_config(cache, tmp_path / "device", epochs=2, augment="device"))
+    assert card["config"]["augment"] == "device"
+    assert card["command"].startswith("fracture-edge")
+
+
+def test_device_augmentation_is_seeded_and_keeps_the_range():
+    from train.device_augment import augment_batch
+
+    batch = torch.randint(0, 256, (4, 1, 40, 40), dtype=torch.uint8)
+    first = augment_batch(batch, 32, torch.Generator().manual_seed(1))
+    second = augment_batch(batch, 32, torch.Generator().manual_seed(1))
+    third = augment_batch(batch, 32, torch.Generator().manual_seed(2))
+    assert first.shape == (4, 1, 32, 32)
+    assert torch.equal(first, second) and not torch.equal(first, third)
+    assert 0.0 <= first.min() and first.max() <= 1.0

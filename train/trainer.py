@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -508,6 +509,7 @@ class Trainer:
             "teachers": list(self.config.teachers)
             + ([self.config.teacher_logits] if self.config.teacher_logits else []),
             "config": asdict(self.config),
+            "command": " ".join(["fracture-edge", *sys.argv[1:]]),
             "weights_sha256": file_sha256(self.out / "model.safetensors"),
             "fracture_edge_version": __version__,
             "commit": _git_commit(),
