@@ -22,17 +22,34 @@ TINY = np.full((12, 16), 128, np.uint8)
 
 @pytest.fixture
 def atlas_root(tmp_path, fracatlas_tree, atlas_image) -> Path:
-    return fracatlas_tree(tmp_path / "FracAtlas", [
-        atlas_image("IMG0001.jpg", True, TINY, regions=("hand",), fracture_count=2,
-                    flags={"hardware": 1, "frontal": 1},
-                    yolo=[(0.5, 0.5, 0.2, 0.4), (0.25, 0.75, 0.1, 0.1)]),
-        atlas_image("IMG0002.jpg", True, TINY, regions=("leg", "hip"), fracture_count=1,
-                    flags={"lateral": 1}, yolo=[(0.4, 0.6, 0.4, 0.4)]),
-        atlas_image("IMG0003.jpg", False, TINY, regions=("shoulder",), flags={"oblique": 1}),
-        # The folder says not fractured, the CSV says fractured.
-        atlas_image("IMG0004.jpg", False, TINY, regions=(), csv_fractured=1,
-                    flags={"multiscan": 1}),
-    ])
+    return fracatlas_tree(
+        tmp_path / "FracAtlas",
+        [
+            atlas_image(
+                "IMG0001.jpg",
+                True,
+                TINY,
+                regions=("hand",),
+                fracture_count=2,
+                flags={"hardware": 1, "frontal": 1},
+                yolo=[(0.5, 0.5, 0.2, 0.4), (0.25, 0.75, 0.1, 0.1)],
+            ),
+            atlas_image(
+                "IMG0002.jpg",
+                True,
+                TINY,
+                regions=("leg", "hip"),
+                fracture_count=1,
+                flags={"lateral": 1},
+                yolo=[(0.4, 0.6, 0.4, 0.4)],
+            ),
+            atlas_image("IMG0003.jpg", False, TINY, regions=("shoulder",), flags={"oblique": 1}),
+            # The folder says not fractured, the CSV says fractured.
+            atlas_image(
+                "IMG0004.jpg", False, TINY, regions=(), csv_fractured=1, flags={"multiscan": 1}
+            ),
+        ],
+    )
 
 
 def by_name(samples):
@@ -45,7 +62,10 @@ def by_name(samples):
 def test_fracatlas_labels_come_from_the_folders(atlas_root):
     samples = list(iter_fracatlas(atlas_root))
     assert [(Path(s.path).name, s.label) for s in samples] == [
-        ("IMG0001.jpg", 1), ("IMG0002.jpg", 1), ("IMG0003.jpg", 0), ("IMG0004.jpg", 0),
+        ("IMG0001.jpg", 1),
+        ("IMG0002.jpg", 1),
+        ("IMG0003.jpg", 0),
+        ("IMG0004.jpg", 0),
     ]
     assert all(sample.group == Path(sample.path).name for sample in samples)
     assert samples[0].path == atlas_root / "images" / "Fractured" / "IMG0001.jpg"
@@ -55,7 +75,11 @@ def test_fracatlas_flags_regions_and_counts(atlas_root):
     samples = by_name(iter_fracatlas(atlas_root))
     first = samples["IMG0001.jpg"].metadata
     assert {k: first[k] for k in ("hardware", "multiscan", "frontal", "lateral", "oblique")} == {
-        "hardware": 1, "multiscan": 0, "frontal": 1, "lateral": 0, "oblique": 0,
+        "hardware": 1,
+        "multiscan": 0,
+        "frontal": 1,
+        "lateral": 0,
+        "oblique": 0,
     }
     assert first["regions"] == ["hand"]
     assert first["region"] == "hand"
@@ -90,10 +114,13 @@ def test_fracatlas_keeps_both_label_sources_when_they_disagree(atlas_root):
 
 
 def test_fracatlas_image_missing_from_csv_keeps_folder_label(tmp_path, fracatlas_tree, atlas_image):
-    root = fracatlas_tree(tmp_path, [
-        atlas_image("listed.jpg", True, TINY),
-        atlas_image("unlisted.jpg", False, TINY, in_csv=False),
-    ])
+    root = fracatlas_tree(
+        tmp_path,
+        [
+            atlas_image("listed.jpg", True, TINY),
+            atlas_image("unlisted.jpg", False, TINY, in_csv=False),
+        ],
+    )
     samples = by_name(iter_fracatlas(root))
     assert samples["unlisted.jpg"].label == 0
     assert samples["unlisted.jpg"].metadata["label_sources"] == {"folder": 0}
@@ -119,7 +146,8 @@ def test_read_yolo_boxes_skips_malformed_lines(tmp_path):
     path = tmp_path / "boxes.txt"
     path.write_text("0 0.5 0.5 0.2 0.2\n\n1 2 3\n0 0.1 0.1 0.2 0.2\n")
     assert read_yolo_boxes(path) == [
-        pytest.approx((0.4, 0.4, 0.6, 0.6)), pytest.approx((0.0, 0.0, 0.2, 0.2)),
+        pytest.approx((0.4, 0.4, 0.6, 0.6)),
+        pytest.approx((0.0, 0.0, 0.2, 0.2)),
     ]
     assert read_yolo_boxes(tmp_path / "missing.txt") == []
 
@@ -133,15 +161,22 @@ def test_class_folders_binary_names(tmp_path, save_jpeg):
     (tmp_path / "not fractured" / "readme.txt").write_text("ignored")
     samples = list(iter_class_folders(tmp_path))
     assert [(s.group, s.label) for s in samples] == [
-        ("fractured/a.jpg", 1), ("fractured/nested/b.jpg", 1), ("not fractured/c.jpg", 0),
+        ("fractured/a.jpg", 1),
+        ("fractured/nested/b.jpg", 1),
+        ("not fractured/c.jpg", 0),
     ]
     assert samples[2].metadata == {"class_name": "not fractured", "source_split": None}
-    assert "class_names" not in samples[0].metadata
+    assert "fracture_types" not in samples[0].metadata
 
 
-@pytest.mark.parametrize(("positive", "negative"), [
-    ("Fractured", "Non_fractured"), ("abnormal", "normal"), ("fracture", "no_fracture"),
-])
+@pytest.mark.parametrize(
+    ("positive", "negative"),
+    [
+        ("Fractured", "Non_fractured"),
+        ("abnormal", "normal"),
+        ("fracture", "no_fracture"),
+    ],
+)
 def test_binary_label_of_class(positive, negative):
     assert binary_label_of_class(positive) == 1
     assert binary_label_of_class(negative) == 0
@@ -161,25 +196,41 @@ def test_class_folders_multiclass_fracture_types(tmp_path, save_jpeg):
     for class_name, files in layout.items():
         for relative in files:
             save_jpeg(tmp_path / class_name / relative, TINY)
+    save_jpeg(tmp_path / "Normal" / "Train" / "n1.jpg", TINY)
     samples = list(iter_class_folders(tmp_path))
-    class_names = ["Avulsion fracture", "Greenstick fracture", "Oblique fracture"]
-    assert len(samples) == 6
+    types = ["Avulsion fracture", "Greenstick fracture", "Oblique fracture"]
+    assert len(samples) == 7
     for sample in samples:
-        assert sample.metadata["class_names"] == class_names
-        assert class_names[sample.label] == sample.metadata["class_name"]
+        assert sample.metadata["fracture_types"] == types
         assert Path(sample.path).parent.parent.name == sample.metadata["class_name"]
-    labels = {Path(s.path).name: s.label for s in samples}
-    assert labels == {"a1.jpg": 0, "a2.jpg": 0, "a3.jpg": 0, "g1.jpg": 1, "o1.jpg": 2, "o2.jpg": 2}
+    found = {Path(s.path).name: (s.label, s.metadata["fracture_type"]) for s in samples}
+    assert found == {
+        "a1.jpg": (1, "Avulsion fracture"),
+        "a2.jpg": (1, "Avulsion fracture"),
+        "a3.jpg": (1, "Avulsion fracture"),
+        "g1.jpg": (1, "Greenstick fracture"),
+        "o1.jpg": (1, "Oblique fracture"),
+        "o2.jpg": (1, "Oblique fracture"),
+        "n1.jpg": (0, None),
+    }
 
 
 def test_class_folders_records_top_level_splits(tmp_path, save_jpeg):
-    for relative in ("train/fractured/a.jpg", "train/normal/b.jpg", "val/fractured/c.jpg",
-                     "test/normal/d.jpg", "test/fractured/e.jpg"):
+    for relative in (
+        "train/fractured/a.jpg",
+        "train/normal/b.jpg",
+        "val/fractured/c.jpg",
+        "test/normal/d.jpg",
+        "test/fractured/e.jpg",
+    ):
         save_jpeg(tmp_path / relative, TINY)
     samples = {Path(s.path).name: s for s in iter_class_folders(tmp_path)}
     assert {name: (s.label, s.metadata["source_split"]) for name, s in samples.items()} == {
-        "a.jpg": (1, "train"), "b.jpg": (0, "train"), "c.jpg": (1, "val"),
-        "d.jpg": (0, "test"), "e.jpg": (1, "test"),
+        "a.jpg": (1, "train"),
+        "b.jpg": (0, "train"),
+        "c.jpg": (1, "val"),
+        "d.jpg": (0, "test"),
+        "e.jpg": (1, "test"),
     }
     assert samples["d.jpg"].metadata["class_name"] == "normal"
     assert samples["d.jpg"].group == "test/normal/d.jpg"

@@ -372,3 +372,25 @@ def test_device_augmentation_is_seeded_and_keeps_the_range():
     assert first.shape == (4, 1, 32, 32)
     assert torch.equal(first, second) and not torch.equal(first, third)
     assert 0.0 <= first.min() and first.max() <= 1.0
+
+
+def test_fracture_type_head_from_a_folder_per_class_tree(tmp_path, make_radiograph, save_jpeg):
+    from train.cache import CacheConfig, build_cache
+    from train.datasets import iter_class_folders
+    from train.splits import SplitConfig, make_split
+
+    root = tmp_path / "bone_break"
+    for type_index, name in enumerate(("Avulsion fracture", "Oblique fracture", "Normal")):
+        for image_index in range(8):
+            pixels = make_radiograph(64, 64, type_index, 100 * type_index + image_index)
+            save_jpeg(root / name / f"{type_index}_{image_index}.jpg", pixels)
+    samples = list(iter_class_folders(root))
+    rows = make_split(samples, {}, SplitConfig(val_fraction=0.25, test_fraction=0.25, seed=1))
+    meta = build_cache(samples, rows, tmp_path / "cache", CacheConfig(size=48), workers=1)
+    assert meta["fracture_types"] == ["Avulsion fracture", "Oblique fracture"]
+    card = train(_config(tmp_path / "cache", tmp_path / "typed", epochs=1, type_head=True))
+    assert card["aux_heads"] == {"fracture_type": 2}
+    assert card["fracture_type_labels"] == ["Avulsion fracture", "Oblique fracture"]
+    plain = _write_cache(tmp_path / "plain")
+    with pytest.raises(ValueError, match="fracture types"):
+        train(_config(plain, tmp_path / "x", epochs=1, type_head=True))

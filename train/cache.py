@@ -44,6 +44,7 @@ CACHE_COLUMNS = (
     "truncated",
     "original_width",
     "original_height",
+    "fracture_type",
 )
 
 
@@ -103,6 +104,7 @@ def _cache_one(job: tuple[Sample, SplitRow, Path, CacheConfig]) -> dict[str, Any
         "truncated": int(radiograph.truncated),
         "original_width": radiograph.pixels.shape[1],
         "original_height": radiograph.pixels.shape[0],
+        "fracture_type": sample.metadata.get("fracture_type") or "",
     }
 
 
@@ -133,7 +135,9 @@ def build_cache(
         writer.writeheader()
         writer.writerows(entries)
     total_bytes = sum(p.stat().st_size for p in (out_dir / "images").iterdir())
+    types = sorted({entry["fracture_type"] for entry in entries if entry["fracture_type"]})
     meta = {
+        "fracture_types": types,
         "size": config.size,
         "quality": config.quality,
         "fill": config.fill,

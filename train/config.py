@@ -30,6 +30,8 @@ class TrainConfig:
     imbalance: str = "bce_pos_weight"  # see train.losses.IMBALANCE_METHODS
     region_head: bool = False
     region_weight: float = 0.2
+    type_head: bool = False  # multi-class fracture type, for folder-per-class type data sets
+    type_weight: float = 0.2
     ema: bool = False
     ema_decay: float = 0.998
     patience: int = 8

@@ -199,10 +199,13 @@ def binary_label_of_class(name: str) -> int | None:
 def iter_class_folders(root: str | Path) -> Iterator[Sample]:
     """A folder-per-class tree (images may sit in nested folders under each class).
 
-    Binary when the class names read as fracture / no fracture; otherwise multi-class, e.g. the
-    fracture *types* of the "Bone Break Classification" layout, where ``label`` is the index into
-    ``metadata["class_names"]``. Top-level ``train/``/``val/``/``test/`` folders are looked
-    through and recorded as ``metadata["source_split"]``.
+    Binary when the class names read as fracture / no fracture. Otherwise the folders are
+    fracture *types*, as in the "Bone Break Classification" layout: ``label`` is 1 (fractured)
+    for every type folder and 0 for a folder named like "normal", and
+    ``metadata["fracture_type"]`` names the type (``None`` for negatives), indexing
+    ``metadata["fracture_types"]`` for the auxiliary type head. Top-level
+    ``train/``/``val/``/``test/`` folders are looked through and recorded as
+    ``metadata["source_split"]``.
     """
     root = Path(root)
     folders = _class_folders(root)
@@ -213,13 +216,17 @@ def iter_class_folders(root: str | Path) -> Iterator[Sample]:
     is_binary = (
         all(label is not None for label in binary.values()) and len(set(binary.values())) == 2
     )
+    types = [name for name in class_names if binary[name] != 0]
     for class_name, folder, source_split in folders:
-        label = binary[class_name] if is_binary else class_names.index(class_name)
+        metadata: dict[str, Any] = {"class_name": class_name, "source_split": source_split}
+        if is_binary:
+            label = binary[class_name]
+        else:
+            label = 0 if binary[class_name] == 0 else 1
+            metadata["fracture_type"] = class_name if label else None
+            metadata["fracture_types"] = types
         for path in _iter_images(folder):
-            metadata = {"class_name": class_name, "source_split": source_split}
-            if not is_binary:
-                metadata["class_names"] = class_names
-            yield Sample(path, int(label), str(path.relative_to(root)), metadata)
+            yield Sample(path, int(label), str(path.relative_to(root)), dict(metadata))
 
 
 # --------------------------------------------------------------------------- CSV manifest

@@ -94,6 +94,14 @@ class CacheData:
         )
         self.bank = torch.from_numpy(images).unsqueeze(1).to(device)
         self.labels = torch.tensor([float(r["label"]) for r in rows], device=device)
+        self.fracture_types = list(self.meta.get("fracture_types", []))
+        self.types = torch.tensor(
+            [
+                self.fracture_types.index(r["fracture_type"]) if r.get("fracture_type") else -1
+                for r in rows
+            ],
+            device=device,
+        )
         self.regions = torch.tensor(
             [REGIONS.index(r["region"]) if r.get("region") in REGIONS else -1 for r in rows],
             device=device,
@@ -168,7 +176,17 @@ class Trainer:
 
     def _build_model(self):
         torch.manual_seed(self.config.seed)
-        aux = {"region": len(REGIONS)} if self.config.region_head else None
+        aux = {}
+        if self.config.region_head:
+            aux["region"] = len(REGIONS)
+        if self.config.type_head:
+            if not self.data.fracture_types:
+                raise ValueError(
+                    f"--type-head needs fracture types; {self.config.cache} has none "
+                    "(build the cache from a folder-per-class fracture-type tree)"
+                )
+            aux["fracture_type"] = len(self.data.fracture_types)
+        aux = aux or None
         model = create_model(
             self.config.backbone,
             pretrained=self.config.pretrained,
@@ -248,17 +266,26 @@ class Trainer:
             pooled = features.mean((2, 3))
             logits = module.fracture_head(pooled).squeeze(1).float()
             loss = supervised_loss(self.config.imbalance, logits, targets, self.pos_weight)
-            if self.config.region_head:
-                regions = self.data.regions[indices]
-                known = regions >= 0
-                if known.any():
-                    region_logits = module.aux_heads["region"](pooled).float()
-                    loss = loss + self.config.region_weight * F.cross_entropy(
-                        region_logits[known], regions[known]
-                    )
+            loss = loss + self._auxiliary_loss(module, pooled, indices)
             if self.config.distill:
                 loss = self._distill(module, features, logits, loss, images, indices)
         return loss
+
+    def _auxiliary_loss(self, module, pooled, indices):
+        """Cross-entropy of each auxiliary head on the images whose class is known (≥ 0)."""
+        total = torch.zeros((), device=self.device)
+        for name, targets, weight in (
+            ("region", self.data.regions, self.config.region_weight),
+            ("fracture_type", self.data.types, self.config.type_weight),
+        ):
+            if name not in module.aux_heads:
+                continue
+            wanted = targets[indices]
+            known = wanted >= 0
+            if known.any():
+                logits = module.aux_heads[name](pooled).float()
+                total = total + weight * F.cross_entropy(logits[known], wanted[known])
+        return total
 
     def _distill(self, module, features, logits, hard_loss, images, indices):
         teacher_logits, teacher_cams = [], []
@@ -496,8 +523,9 @@ class Trainer:
             "architecture": self.config.backbone,
             "initialisation": init,
             "labels": list(LABELS),
-            "aux_heads": {"region": len(REGIONS)} if self.config.region_head else {},
+            "aux_heads": {name: head.out_features for name, head in self.model.aux_heads.items()},
             "region_labels": list(REGIONS) if self.config.region_head else [],
+            "fracture_type_labels": self.data.fracture_types if self.config.type_head else [],
             "preprocessing": preprocessing.to_card(),
             "operating_points": metrics["thresholds"],
             "metrics": metrics,
