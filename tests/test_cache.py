@@ -30,16 +30,23 @@ YOLO_BOX = (0.4, 0.6, 0.4, 0.4)  # corners (0.2, 0.4, 0.6, 0.8)
 def dataset(tmp_path_factory, make_radiograph, fracatlas_tree, atlas_image):
     wide = make_radiograph(height=100, width=200, shape_seed=1, texture_seed=1)
     tall = make_radiograph(height=200, width=100, shape_seed=2, texture_seed=2)
-    root = fracatlas_tree(tmp_path_factory.mktemp("atlas"), [
-        atlas_image("wide.jpg", True, wide, yolo=[YOLO_BOX], flags={"hardware": 1}),
-        atlas_image("tall.jpg", True, tall, regions=("leg",), yolo=[YOLO_BOX]),
-        atlas_image("neg1.jpg", False, make_radiograph(100, 120, 3, 3), regions=("hip",)),
-        atlas_image("neg2.jpg", False, make_radiograph(90, 90, 4, 4)),
-        atlas_image("cut.jpg", False, make_radiograph(80, 80, 5, 5), regions=("shoulder",)),
-    ])
+    root = fracatlas_tree(
+        tmp_path_factory.mktemp("atlas"),
+        [
+            atlas_image("wide.jpg", True, wide, yolo=[YOLO_BOX], flags={"hardware": 1}),
+            atlas_image("tall.jpg", True, tall, regions=("leg",), yolo=[YOLO_BOX]),
+            atlas_image("neg1.jpg", False, make_radiograph(100, 120, 3, 3), regions=("hip",)),
+            atlas_image("neg2.jpg", False, make_radiograph(90, 90, 4, 4)),
+            atlas_image("cut.jpg", False, make_radiograph(80, 80, 5, 5), regions=("shoulder",)),
+        ],
+    )
     samples = list(iter_fracatlas(root))
-    rows = make_split(samples, {"truncated": ["cut.jpg"]},
-                      SplitConfig(val_fraction=0.2, test_fraction=0.2, seed=0), root=root)
+    rows = make_split(
+        samples,
+        {"truncated": ["cut.jpg"]},
+        SplitConfig(val_fraction=0.2, test_fraction=0.2, seed=0),
+        root=root,
+    )
     out = tmp_path_factory.mktemp("cache")
     meta = build_cache(samples, rows, out, CacheConfig(size=SIZE), workers=1)
     return samples, rows, out, meta
@@ -73,12 +80,17 @@ def test_index_columns_and_labels(dataset):
         assert entry["group"] == name
         assert entry["truncated"] == "0"
     assert {name: int(entry["label"]) for name, entry in index.items()} == {
-        "wide.jpg": 1, "tall.jpg": 1, "neg1.jpg": 0, "neg2.jpg": 0,
+        "wide.jpg": 1,
+        "tall.jpg": 1,
+        "neg1.jpg": 0,
+        "neg2.jpg": 0,
     }
     assert (index["wide.jpg"]["region"], index["wide.jpg"]["hardware"]) == ("hand", "1")
     assert (index["tall.jpg"]["region"], index["tall.jpg"]["hardware"]) == ("leg", "0")
     assert (index["wide.jpg"]["original_width"], index["wide.jpg"]["original_height"]) == (
-        "200", "100")
+        "200",
+        "100",
+    )
     assert index["neg1.jpg"]["boxes"] == ""
 
 
@@ -130,3 +142,15 @@ def test_format_and_parse_boxes_round_trip():
     assert text == "0.10000 0.20000 0.30000 0.40000;0.50000 0.60000 0.70000 0.80000"
     assert parse_boxes(text) == boxes
     assert parse_boxes("") == []
+
+
+def test_cached_bank_holds_the_stored_bytes(dataset, tmp_path):
+    from train.cache import load_cached_bank
+
+    samples, rows = dataset[0], dataset[1]
+    build_cache(samples, rows, tmp_path / "bank", CacheConfig(size=SIZE), workers=1)
+    index = read_cache_index(tmp_path / "bank")
+    bank = load_cached_bank(tmp_path / "bank", index)
+    assert bank.dtype == np.uint8 and bank.shape == (len(index), SIZE, SIZE)
+    as_float = load_cached_image(tmp_path / "bank", index[0]["file"])
+    assert np.array_equal(bank[0], np.rint(as_float * 255).astype(np.uint8))

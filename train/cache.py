@@ -155,6 +155,16 @@ def read_cache_index(cache_dir: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def load_cached_bank(cache_dir: str | Path, rows) -> np.ndarray:
+    """The cached canvases of ``rows`` as one uint8 array (n, size, size), as stored."""
+
+    def read(file: str) -> np.ndarray:
+        with Image.open(Path(cache_dir) / "images" / f"{Path(file).stem}.jpg") as image:
+            return np.asarray(image.convert("L"))
+
+    return np.stack([read(row["file"]) for row in rows])
+
+
 def load_cached_image(cache_dir: str | Path, file: str) -> np.ndarray:
     """A cached canvas as float32 in [0, 1]."""
     path = Path(cache_dir) / "images" / f"{Path(file).stem}.jpg"

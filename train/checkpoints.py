@@ -57,17 +57,12 @@ def cache_logits(folders, cache_dir: str | Path, splits=("val", "test"), batch_s
     Returns (rows, {checkpoint name: logits}); the same format as a GPU run's logits CSV, so
     ``fracture-edge evaluate`` reads both.
     """
-    import numpy as np
 
-    from train.cache import load_cached_image, read_cache_index
+    from train.cache import load_cached_bank, read_cache_index
     from train.device_augment import resize_batch
 
     rows = [r for r in read_cache_index(cache_dir) if r["split"] in splits]
-    bank = torch.from_numpy(
-        np.stack(
-            [np.rint(load_cached_image(cache_dir, r["file"]) * 255).astype(np.uint8) for r in rows]
-        )
-    ).unsqueeze(1)
+    bank = torch.from_numpy(load_cached_bank(cache_dir, rows)).unsqueeze(1)
     results = {}
     for folder in folders:
         model, card, preprocessing = load_checkpoint(folder)

@@ -23,17 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
+from train.cache import load_cached_bank
 from train.device_augment import augment_batch, resize_batch
 from train.losses import distillation_loss, focal_loss
-from train.metrics import (
-    auroc,
-    bootstrap_auroc_ci,
-    sensitivity_specificity,
-    threshold_for_sensitivity,
-    youden_threshold,
-)
+from train.metrics import auroc, operating_point_report
 from train.models import create_model, normalisation_for
 
 F = torch.nn.functional
@@ -63,14 +57,7 @@ def load_bank(cache_dir: Path, device, limit: int | None):
     if limit:
         rng = np.random.default_rng(0)
         rows = [rows[i] for i in sorted(rng.choice(len(rows), min(limit, len(rows)), False))]
-    images = np.stack(
-        [
-            np.asarray(
-                Image.open(cache_dir / "images" / f"{Path(r['file']).stem}.jpg").convert("L")
-            )
-            for r in rows
-        ]
-    )
+    images = load_cached_bank(cache_dir, rows)
     bank = torch.from_numpy(images).unsqueeze(1).to(device)
     labels = torch.tensor([int(r["label"]) for r in rows], dtype=torch.float32, device=device)
     return bank, labels, rows
@@ -230,24 +217,15 @@ class Runner:
 
 
 def evaluate(labels_val, logits_val, labels_test, logits_test) -> dict:
-    probability_val = 1 / (1 + np.exp(-logits_val))
-    probability_test = 1 / (1 + np.exp(-logits_test))
-    doubt = threshold_for_sensitivity(labels_val, probability_val, 0.95)
-    fracture = youden_threshold(labels_val, probability_val)
-    low, high = bootstrap_auroc_ci(labels_test, probability_test, resamples=1000)
-    result = {
-        "val_auroc": round(auroc(labels_val, probability_val), 4),
-        "test_auroc": round(auroc(labels_test, probability_test), 4),
-        "test_auroc_ci95": [round(low, 4), round(high, 4)],
-        "thresholds": {"doubt": doubt, "fracture": fracture},
-    }
-    for name, threshold in (("doubt", doubt), ("fracture", fracture)):
-        sensitivity, specificity = sensitivity_specificity(labels_test, probability_test, threshold)
-        result[f"test_at_{name}"] = {
-            "sensitivity": round(sensitivity, 4),
-            "specificity": round(specificity, 4),
-        }
-    return result
+    report = operating_point_report(
+        labels_val, 1 / (1 + np.exp(-logits_val)), labels_test, 1 / (1 + np.exp(-logits_test))
+    )
+    report["val_auroc"] = round(report["val_auroc"], 4)
+    report["test_auroc"] = round(report["test_auroc"], 4)
+    report["test_auroc_ci95"] = [round(v, 4) for v in report["test_auroc_ci95"]]
+    for name in ("doubt", "fracture"):
+        report[f"test_at_{name}"] = {k: round(v, 4) for k, v in report[f"test_at_{name}"].items()}
+    return report
 
 
 # --------------------------------------------------------------------------- orchestration

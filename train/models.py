@@ -87,7 +87,10 @@ class FractureNet(nn.Module):
 
     def class_activation_map(self, x):
         """Last feature map weighted by the fracture head: (batch, h, w), before any ReLU."""
-        features = self.features(x)
+        return self.cam_from_features(self.features(x))
+
+    def cam_from_features(self, features):
+        """The fracture head's weights applied at every position of a feature map."""
         return torch.einsum("bchw,c->bhw", features, self.fracture_head.weight[0])
 
 

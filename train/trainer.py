@@ -31,16 +31,11 @@ from edge_app.preprocess import PreprocessConfig
 from fracture_edge import __version__
 from train import device_augment
 from train.augment import AugmentConfig, augment, build_augmentation
-from train.cache import load_cached_image, read_cache_index
+from train.cache import load_cached_bank, read_cache_index
+from train.checkpoints import write_logits_csv
 from train.config import TrainConfig, save_config
 from train.losses import attention_transfer_loss, distillation_loss, supervised_loss
-from train.metrics import (
-    auroc,
-    bootstrap_auroc_ci,
-    sensitivity_specificity,
-    threshold_for_sensitivity,
-    youden_threshold,
-)
+from train.metrics import auroc, operating_point_report
 from train.models import create_model, file_sha256, load_state_file, normalisation_for
 
 torch = require("torch", "train models")
@@ -86,12 +81,7 @@ class CacheData:
             rows = [rows[i] for i in keep]
         self.rows = rows
         self.meta = json.loads((Path(config.cache) / "meta.json").read_text())
-        images = np.stack(
-            [
-                np.rint(load_cached_image(config.cache, r["file"]) * 255).astype(np.uint8)
-                for r in rows
-            ]
-        )
+        images = load_cached_bank(config.cache, rows)
         self.bank = torch.from_numpy(images).unsqueeze(1).to(device)
         self.labels = torch.tensor([float(r["label"]) for r in rows], device=device)
         self.fracture_types = list(self.meta.get("fracture_types", []))
@@ -297,19 +287,13 @@ class Trainer:
                 teacher_logits.append(
                     teacher.fracture_head(teacher_features.mean((2, 3))).squeeze(1).float()
                 )
-                teacher_cams.append(
-                    torch.einsum(
-                        "bchw,c->bhw", teacher_features.float(), teacher.fracture_head.weight[0]
-                    )
-                )
+                teacher_cams.append(teacher.cam_from_features(teacher_features.float()))
         target = torch.stack(teacher_logits).mean(0)
         loss = distillation_loss(
             logits, target, hard_loss, self.config.temperature, self.config.alpha
         )
         if self.config.attention_weight > 0 and teacher_cams:
-            student_cam = torch.einsum(
-                "bchw,c->bhw", features.float(), module.fracture_head.weight[0]
-            )
+            student_cam = module.cam_from_features(features.float())
             teacher_cam = torch.stack(
                 [c / (c.abs().amax((1, 2), keepdim=True) + 1e-6) for c in teacher_cams]
             ).mean(0)
@@ -482,32 +466,11 @@ class Trainer:
         labels = self.data.labels.cpu().numpy()
         val, test = (self.data.index[s].cpu().numpy() for s in ("val", "test"))
         logits = self.logits(self.model, torch.arange(len(labels), device=self.device))
-        with open(self.out / "logits.csv", "w", newline="") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["file", "split", "label", self.out.name])
-            for row, logit in zip(self.data.rows, logits, strict=True):
-                writer.writerow([row["file"], row["split"], row["label"], f"{logit:.5f}"])
+        write_logits_csv(self.out / "logits.csv", self.data.rows, {self.out.name: logits})
         probability = 1 / (1 + np.exp(-logits))
-        doubt = threshold_for_sensitivity(labels[val], probability[val], 0.95)
-        fracture = youden_threshold(labels[val], probability[val])
-        metrics: dict[str, Any] = {
-            "val_auroc": auroc(labels[val], probability[val]),
-            "thresholds": {"doubt": doubt, "fracture": fracture},
-        }
-        if len(test):
-            low, high = bootstrap_auroc_ci(labels[test], probability[test], resamples=1000)
-            metrics.update(
-                test_auroc=auroc(labels[test], probability[test]), test_auroc_ci95=[low, high]
-            )
-            for name, threshold in metrics["thresholds"].items():
-                sensitivity, specificity = sensitivity_specificity(
-                    labels[test], probability[test], threshold
-                )
-                metrics[f"test_at_{name}"] = {
-                    "sensitivity": sensitivity,
-                    "specificity": specificity,
-                }
-        return metrics
+        return operating_point_report(
+            labels[val], probability[val], labels[test], probability[test]
+        )
 
     def model_card(self, state: dict, metrics: dict) -> dict[str, Any]:
         preprocessing = PreprocessConfig(
