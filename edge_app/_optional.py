@@ -26,6 +26,8 @@ _EXTRA_OF_MODULE = {
     "onnx2tf": "compress",
     "tensorflow": "compress",
     "optuna": "compress",
+    "onnxruntime": "compress",
+    "torch_pruning": "compress",
 }
 
 # Where the import name differs from the name pip installs.
@@ -35,6 +37,7 @@ _PIP_NAME_OF_MODULE = {
     "pytorch_grad_cam": "grad-cam",
     "yaml": "pyyaml",
     "tensorflow": "tensorflow-cpu",
+    "torch_pruning": "torch-pruning",
 }
 
 

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from compress.cli import add_parsers as add_compress_parsers
 from edge_app.errors import FractureEdgeError
 from fracture_edge import __version__
 
@@ -181,8 +182,14 @@ def _add_evaluate_parser(verbs: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------------- train verbs
 
 
-def _train_options(parser: argparse.ArgumentParser, distill: bool) -> None:
-    """One option per TrainConfig field, generated so the CLI and the config never drift."""
+def _train_options(
+    parser: argparse.ArgumentParser, distill: bool, from_checkpoint: bool = False
+) -> None:
+    """One option per TrainConfig field, generated so the CLI and the config never drift.
+
+    ``from_checkpoint``: the values default to a checkpoint's recipe (``prune``); the verb's
+    description says how.
+    """
     import dataclasses
     import typing
 
@@ -211,6 +218,8 @@ def _train_options(parser: argparse.ArgumentParser, distill: bool) -> None:
         if field.name == "pretrained":
             kwargs["choices"] = ["imagenet", "offline"]
         default = field.default if field.default is not dataclasses.MISSING else "[]"
+        if from_checkpoint:
+            default = "from the checkpoint, see above"
         parser.add_argument(flag, help=f"default: {default}", **kwargs)
 
 
@@ -227,6 +236,26 @@ def _train(args: argparse.Namespace) -> int:
         keys = ("architecture", "initialisation", "best_epoch", "metrics")
         print(json.dumps({k: card[k] for k in keys}, indent=1, default=str))
         print(f"checkpoint: {config.out}")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from compress.prune import fine_tune_base, prune_checkpoint
+    from train.checkpoints import read_card
+    from train.config import config_keys, load_config
+
+    if not args.out:
+        raise ValueError("prune needs --out DIR, the folder for the pruned checkpoint")
+    overrides = {key: getattr(args, key, None) for key in config_keys()}
+    base = fine_tune_base(read_card(args.checkpoint))
+    config = load_config(args.config, overrides, base=base)
+    card, report = prune_checkpoint(
+        args.checkpoint, config, args.ratio, args.importance, args.round_to
+    )
+    print("\n".join(report.lines()))
+    keys = ("architecture", "initialisation", "best_epoch", "metrics")
+    print(json.dumps({k: card[k] for k in keys}, indent=1, default=str))
+    print(f"checkpoint: {config.out}")
     return 0
 
 
@@ -286,8 +315,37 @@ def _add_train_parsers(verbs: argparse._SubParsersAction) -> None:
     _train_options(distill, distill=True)
     distill.set_defaults(handler=_train)
 
+    prune = verbs.add_parser(
+        "prune",
+        help="structured channel pruning, then a short distillation fine-tune",
+        description="Remove --ratio of the channels of every conv layer (torch-pruning), "
+        "fine-tune with the Trainer and write a checkpoint folder. Fine-tune flags default to "
+        "the checkpoint's own recipe with --epochs 5; without --teachers or --teacher-logits "
+        "the unpruned checkpoint is the teacher. --epochs 0 only evaluates and writes it.",
+    )
+    prune.add_argument("checkpoint", help="checkpoint folder (model_card.json)")
+    prune.add_argument(
+        "--ratio",
+        type=float,
+        required=True,
+        help="fraction of channels removed from every prunable conv, in [0, 0.9]",
+    )
+    # the names of compress.prune.IMPORTANCES; that module imports torch, --help must not
+    prune.add_argument(
+        "--importance",
+        choices=["l2", "bn_scale"],
+        default="l2",
+        help="keep the channels with the largest L2 norm or BatchNorm scale (default: l2)",
+    )
+    prune.add_argument(
+        "--round-to", type=int, default=8, help="keep channel counts multiples of this (1: off)"
+    )
+    _train_options(prune, distill=True, from_checkpoint=True)
+    prune.set_defaults(handler=_prune)
+
 
 # --------------------------------------------------------------------------- main
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -301,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_parser(verbs)
     _add_train_parsers(verbs)
     _add_evaluate_parser(verbs)
+    add_compress_parsers(verbs)
     return parser
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +18,19 @@ import pytest
 from PIL import Image
 
 FRACATLAS_COLUMNS = (
-    "image_id", "hand", "leg", "hip", "shoulder", "mixed", "hardware", "multiscan", "fractured",
-    "fracture_count", "frontal", "lateral", "oblique",
+    "image_id",
+    "hand",
+    "leg",
+    "hip",
+    "shoulder",
+    "mixed",
+    "hardware",
+    "multiscan",
+    "fractured",
+    "fracture_count",
+    "frontal",
+    "lateral",
+    "oblique",
 )
 
 
@@ -30,7 +43,10 @@ def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def radiograph_like(
-    height: int = 240, width: int = 300, shape_seed: int = 0, texture_seed: int = 0,
+    height: int = 240,
+    width: int = 300,
+    shape_seed: int = 0,
+    texture_seed: int = 0,
     texture_amplitude: float = 0.08,
 ) -> np.ndarray:
     """A uint8 image: smooth blobs (``shape_seed``) plus fine blurred noise (``texture_seed``).
@@ -118,6 +134,50 @@ def make_fracatlas(root: Path, images: Sequence[AtlasImage]) -> Path:
     return root
 
 
+def training_cache(root: Path, count: int = 48, size: int = 48) -> Path:
+    """A cache as ``fracture-edge data cache`` writes it, ``count`` images of ``size``² px.
+
+    Positives are bright with a bar, negatives dark: learnable in a few epochs.
+    """
+    from train.cache import CACHE_COLUMNS  # the cache's own columns; train is imported lazily
+
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for index in range(count):
+        label = index % 2
+        split = "train" if index < count * 2 // 3 else ("val" if index < count * 5 // 6 else "test")
+        image = rng.normal(0.25 + 0.45 * label, 0.05, (size, size))
+        if label:
+            image[size // 2 - 2 : size // 2 + 2, 8:-8] = 1.0
+        pixels = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+        name = f"IMG{index:04d}.jpg"
+        Image.fromarray(pixels).save(root / "images" / name, quality=95)
+        rows.append(
+            {
+                "file": name,
+                "split": split,
+                "fold": -1,
+                "label": label,
+                "group": name,
+                "region": ("hand", "leg")[index % 3 == 0],
+                "hardware": 0,
+                "boxes": (
+                    f"0.16667 {0.5 - 2 / size:.5f} 0.83333 {0.5 + 2 / size:.5f}" if label else ""
+                ),
+                "truncated": 0,
+                "original_width": size,
+                "original_height": size,
+            }
+        )
+    with open(root / "index.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, CACHE_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    (root / "meta.json").write_text(json.dumps({"size": size, "fill": 0.0, "split_id": "tiny"}))
+    return root
+
+
 @pytest.fixture(scope="session")
 def make_radiograph() -> Callable[..., np.ndarray]:
     return radiograph_like
@@ -143,9 +203,89 @@ def atlas_image() -> type[AtlasImage]:
     return AtlasImage
 
 
+@pytest.fixture(scope="session")
+def tiny_training_cache() -> Callable[..., Path]:
+    return training_cache
+
+
+def write_synthetic_cache(root: Path, count: int = 48, size: int = 48) -> Path:
+    """A learnable image cache: positives bright with a bar, negatives dark.
+
+    Same layout as ``fracture-edge data cache`` writes (index.csv, meta.json, images/).
+    """
+    import json
+
+    from train.cache import CACHE_COLUMNS
+
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for index in range(count):
+        label = index % 2
+        split = "train" if index < count * 2 // 3 else ("val" if index < count * 5 // 6 else "test")
+        image = rng.normal(0.25 + 0.45 * label, 0.05, (size, size))
+        if label:
+            image[size // 2 - 2 : size // 2 + 2, 8:-8] = 1.0
+        pixels = (np.clip(image, 0, 1) * 255).astype(np.uint8)
+        name = f"IMG{index:04d}.jpg"
+        Image.fromarray(pixels).save(root / "images" / name, quality=95)
+        rows.append(
+            {
+                "file": name,
+                "split": split,
+                "fold": -1,
+                "label": label,
+                "group": name,
+                "region": ("hand", "leg")[index % 3 == 0],
+                "hardware": 0,
+                "boxes": (
+                    f"0.16667 {0.5 - 2 / size:.5f} 0.83333 {0.5 + 2 / size:.5f}" if label else ""
+                ),
+                "truncated": 0,
+                "original_width": size,
+                "original_height": size,
+            }
+        )
+    with open(root / "index.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, CACHE_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    (root / "meta.json").write_text(json.dumps({"size": size, "fill": 0.0, "split_id": "tiny"}))
+    return root
+
+
+@pytest.fixture(scope="session")
+def write_cache() -> Callable[..., Path]:
+    return write_synthetic_cache
+
+
+@pytest.fixture(scope="module")
+def synthetic_cache(tmp_path_factory) -> Path:
+    """A 64-px synthetic cache of 48 images (32 train, 8 val, 8 test)."""
+    return write_synthetic_cache(tmp_path_factory.mktemp("synthetic") / "cache", size=64)
+
+
+FRACATLAS_ROOT = Path(
+    os.environ.get(
+        "FRACATLAS_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data" / "fracatlas"
+    )
+)
+
+
+@pytest.fixture(scope="session")
+def fracatlas_root() -> Path:
+    """The real FracAtlas folder; the test is skipped, with the reason, where it is absent."""
+    if not (FRACATLAS_ROOT / "dataset.csv").is_file():
+        pytest.skip(f"FracAtlas not found at {FRACATLAS_ROOT} (set FRACATLAS_ROOT)")
+    return FRACATLAS_ROOT
+
+
 def pytest_addoption(parser):
-    parser.addoption("--network", action="store_true",
-                     help="run tests that need internet access (marked 'network')")
+    parser.addoption(
+        "--network",
+        action="store_true",
+        help="run tests that need internet access (marked 'network')",
+    )
 
 
 def pytest_collection_modifyitems(config, items):

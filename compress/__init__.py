@@ -1,0 +1,1 @@
+"""Compression: pruning, torch → ONNX → TFLite export, CAM output and the bundle writer."""
