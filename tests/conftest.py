@@ -208,61 +208,10 @@ def tiny_training_cache() -> Callable[..., Path]:
     return training_cache
 
 
-def write_synthetic_cache(root: Path, count: int = 48, size: int = 48) -> Path:
-    """A learnable image cache: positives bright with a bar, negatives dark.
-
-    Same layout as ``fracture-edge data cache`` writes (index.csv, meta.json, images/).
-    """
-    import json
-
-    from train.cache import CACHE_COLUMNS
-
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir(parents=True)
-    rows = []
-    for index in range(count):
-        label = index % 2
-        split = "train" if index < count * 2 // 3 else ("val" if index < count * 5 // 6 else "test")
-        image = rng.normal(0.25 + 0.45 * label, 0.05, (size, size))
-        if label:
-            image[size // 2 - 2 : size // 2 + 2, 8:-8] = 1.0
-        pixels = (np.clip(image, 0, 1) * 255).astype(np.uint8)
-        name = f"IMG{index:04d}.jpg"
-        Image.fromarray(pixels).save(root / "images" / name, quality=95)
-        rows.append(
-            {
-                "file": name,
-                "split": split,
-                "fold": -1,
-                "label": label,
-                "group": name,
-                "region": ("hand", "leg")[index % 3 == 0],
-                "hardware": 0,
-                "boxes": (
-                    f"0.16667 {0.5 - 2 / size:.5f} 0.83333 {0.5 + 2 / size:.5f}" if label else ""
-                ),
-                "truncated": 0,
-                "original_width": size,
-                "original_height": size,
-            }
-        )
-    with open(root / "index.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, CACHE_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    (root / "meta.json").write_text(json.dumps({"size": size, "fill": 0.0, "split_id": "tiny"}))
-    return root
-
-
-@pytest.fixture(scope="session")
-def write_cache() -> Callable[..., Path]:
-    return write_synthetic_cache
-
-
 @pytest.fixture(scope="module")
 def synthetic_cache(tmp_path_factory) -> Path:
     """A 64-px synthetic cache of 48 images (32 train, 8 val, 8 test)."""
-    return write_synthetic_cache(tmp_path_factory.mktemp("synthetic") / "cache", size=64)
+    return training_cache(tmp_path_factory.mktemp("synthetic") / "cache", size=64)
 
 
 FRACATLAS_ROOT = Path(

@@ -17,7 +17,6 @@ from PIL import Image
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 
-from train.cache import CACHE_COLUMNS  # noqa: E402
 from train.config import load_config  # noqa: E402
 from train.losses import (  # noqa: E402
     attention_transfer_loss,
@@ -37,48 +36,9 @@ from train.trainer import train  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _write_cache(root: Path, count: int = 48, size: int = 48) -> Path:
-    """Positives are bright with a bar, negatives dark: learnable in a few epochs."""
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir(parents=True)
-    rows = []
-    for index in range(count):
-        label = index % 2
-        split = "train" if index < count * 2 // 3 else ("val" if index < count * 5 // 6 else "test")
-        image = rng.normal(0.25 + 0.45 * label, 0.05, (size, size))
-        if label:
-            image[size // 2 - 2 : size // 2 + 2, 8:-8] = 1.0
-        pixels = (np.clip(image, 0, 1) * 255).astype(np.uint8)
-        name = f"IMG{index:04d}.jpg"
-        Image.fromarray(pixels).save(root / "images" / name, quality=95)
-        rows.append(
-            {
-                "file": name,
-                "split": split,
-                "fold": -1,
-                "label": label,
-                "group": name,
-                "region": ("hand", "leg")[index % 3 == 0],
-                "hardware": 0,
-                "boxes": (
-                    f"0.16667 {0.5 - 2 / size:.5f} 0.83333 {0.5 + 2 / size:.5f}" if label else ""
-                ),
-                "truncated": 0,
-                "original_width": size,
-                "original_height": size,
-            }
-        )
-    with open(root / "index.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, CACHE_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    (root / "meta.json").write_text(json.dumps({"size": size, "fill": 0.0, "split_id": "tiny"}))
-    return root
-
-
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return _write_cache(tmp_path_factory.mktemp("cache"))
+def cache(tmp_path_factory, tiny_training_cache):
+    return tiny_training_cache(tmp_path_factory.mktemp("cache"))
 
 
 def _config(cache, out, **overrides):
@@ -374,7 +334,9 @@ def test_device_augmentation_is_seeded_and_keeps_the_range():
     assert 0.0 <= first.min() and first.max() <= 1.0
 
 
-def test_fracture_type_head_from_a_folder_per_class_tree(tmp_path, make_radiograph, save_jpeg):
+def test_fracture_type_head_from_a_folder_per_class_tree(
+    tmp_path, make_radiograph, save_jpeg, tiny_training_cache
+):
     from train.cache import CacheConfig, build_cache
     from train.datasets import iter_class_folders
     from train.splits import SplitConfig, make_split
@@ -391,6 +353,6 @@ def test_fracture_type_head_from_a_folder_per_class_tree(tmp_path, make_radiogra
     card = train(_config(tmp_path / "cache", tmp_path / "typed", epochs=1, type_head=True))
     assert card["aux_heads"] == {"fracture_type": 2}
     assert card["fracture_type_labels"] == ["Avulsion fracture", "Oblique fracture"]
-    plain = _write_cache(tmp_path / "plain")
+    plain = tiny_training_cache(tmp_path / "plain")
     with pytest.raises(ValueError, match="fracture types"):
         train(_config(plain, tmp_path / "x", epochs=1, type_head=True))

@@ -2,6 +2,11 @@
 
 :func:`load_checkpoint` is how every later stage (distillation, Grad-CAM, export, benchmarks)
 rebuilds a model: architecture, heads and preprocessing all come from the card.
+
+A pruned model (``compress.prune``) has a ``"pruning"`` section in its card. Its checkpoint holds
+plain tensors like any other; loading builds the base architecture, gives each layer the shape of
+its saved tensors, checks the recorded channel counts, then loads the weights. No module is
+pickled, and loading needs no pruning library.
 """
 
 from __future__ import annotations
@@ -35,8 +40,65 @@ def load_checkpoint(folder: str | Path, device: str = "cpu"):
     card = read_card(folder)
     model = create_model(card["architecture"], aux_heads=card.get("aux_heads") or None)
     state = load_state_file(folder / "model.safetensors", card.get("weights_sha256"))
-    model.load_state_dict({k: v.float() for k, v in state.items()})
+    state = {k: v.float() for k, v in state.items()}
+    if card.get("pruning"):
+        resize_to_state(model, state)
+        check_pruned_channels(model, card["pruning"].get("channels", {}), folder)
+        model.pruning = card["pruning"]
+    model.load_state_dict(state)
     return model.eval().to(device), card, PreprocessConfig.from_card(card)
+
+
+def resize_to_state(model, state: dict) -> None:
+    """Give every conv, norm and linear layer of ``model`` the shapes of its tensors in ``state``.
+
+    Structured pruning only removes whole channels, so a pruned network is the base network with
+    smaller conv, BatchNorm and linear layers; the saved tensors say exactly how much smaller.
+    """
+    nn = torch.nn
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        tensors = {
+            **dict(module.named_parameters(recurse=False)),
+            **dict(module.named_buffers(recurse=False)),
+        }
+        shapes = {key: state[prefix + key].shape for key in tensors if prefix + key in state}
+        if all(tensors[key].shape == shape for key, shape in shapes.items()):
+            continue
+        if isinstance(module, nn.modules.conv._ConvNd) and "weight" in shapes:
+            out_channels, in_per_group = shapes["weight"][:2]
+            if 1 < module.groups == module.in_channels:  # depthwise: channels and groups shrink
+                module.groups = out_channels // (module.out_channels // module.groups)
+            module.in_channels = in_per_group * module.groups
+            module.out_channels = out_channels
+        elif isinstance(module, nn.modules.batchnorm._BatchNorm) and "weight" in shapes:
+            module.num_features = shapes["weight"][0]
+        elif isinstance(module, nn.Linear) and "weight" in shapes:
+            module.out_features, module.in_features = shapes["weight"]
+        else:
+            raise ModelCardError(
+                f"Cannot resize {prefix or 'the model'} ({type(module).__name__}) to the saved "
+                "shapes: structured pruning only shrinks conv, BatchNorm and linear layers."
+            )
+        for key, shape in shapes.items():
+            value = tensors[key]
+            resized = torch.empty(shape, dtype=value.dtype, device=value.device)
+            is_parameter = isinstance(value, nn.Parameter)
+            setattr(module, key, nn.Parameter(resized) if is_parameter else resized)
+    model.num_features = model.fracture_head.in_features
+
+
+def check_pruned_channels(model, channels: dict[str, int], folder: str | Path = "") -> None:
+    """Every layer the card's pruning section names has the recorded number of output channels."""
+    modules = dict(model.named_modules())
+    for name, expected in channels.items():
+        module = modules.get(name)
+        actual = getattr(module, "out_channels", getattr(module, "out_features", None))
+        if actual != expected:
+            raise ModelCardError(
+                f"{folder}: the card records {expected} output channels for {name!r}, the saved "
+                f"weights give {actual}. The card and model.safetensors do not belong together."
+            )
 
 
 def write_checkpoint(folder: str | Path, state: dict, card: dict[str, Any]) -> Path:

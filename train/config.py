@@ -61,9 +61,16 @@ def config_keys() -> list[str]:
     return [f.name for f in fields(TrainConfig)]
 
 
-def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None):
-    """Defaults ← YAML file ← overrides (None values in overrides are ignored)."""
-    values: dict[str, Any] = {}
+def load_config(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+):
+    """Defaults ← ``base`` ← YAML file ← overrides (None values in overrides are ignored).
+
+    ``base`` is for verbs that start from another run's recipe (``fracture-edge prune``).
+    """
+    values: dict[str, Any] = dict(base or {})
     if path:
         yaml = require("yaml", "read training configs")
         values.update(yaml.safe_load(Path(path).read_text()) or {})

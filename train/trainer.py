@@ -32,7 +32,7 @@ from fracture_edge import __version__
 from train import device_augment
 from train.augment import AugmentConfig, augment, build_augmentation
 from train.cache import load_cached_bank, read_cache_index
-from train.checkpoints import write_logits_csv
+from train.checkpoints import load_checkpoint, write_logits_csv
 from train.config import TrainConfig, save_config
 from train.losses import attention_transfer_loss, distillation_loss, supervised_loss
 from train.metrics import auroc, operating_point_report
@@ -131,7 +131,8 @@ def teacher_logit_column(spec: str, rows) -> np.ndarray:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig):
+    def __init__(self, config: TrainConfig, model=None):
+        """``model``: train this FractureNet (e.g. a pruned one) instead of building a new one."""
         self.config = config
         self.rank, self.world = distributed_context()
         self.device = resolve_device(config, self.rank)
@@ -160,7 +161,8 @@ class Trainer:
             self.fixed_teacher_logits = torch.from_numpy(
                 teacher_logit_column(config.teacher_logits, self.data.rows)
             ).to(self.device)
-        self.model = self._build_model()
+        self.model_given = model is not None
+        self.model = self._build_model() if model is None else self._place(model)
 
     # ----------------------------------------------------------------- setup
 
@@ -195,19 +197,18 @@ class Trainer:
             logger.info(
                 "initialised from %s (%d keys left at init)", self.config.init_weights, len(missing)
             )
+        return self._place(model)
+
+    def _place(self, model):
         model = model.to(self.device)
         if self.device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         return model
 
     def _load_teacher(self, folder: str):
-        folder = Path(folder)
-        card = json.loads((folder / "model_card.json").read_text())
-        teacher = create_model(card["architecture"], aux_heads=card.get("aux_heads") or None)
-        state = load_state_file(folder / "model.safetensors", card.get("weights_sha256"))
-        teacher.load_state_dict({k: v.float() for k, v in state.items()})
-        preprocessing = PreprocessConfig.from_card(card)
-        teacher.eval().requires_grad_(False).to(self.device)
+        # load_checkpoint, so that a pruned checkpoint can teach too
+        teacher, _, preprocessing = load_checkpoint(folder, self.device)
+        teacher.requires_grad_(False)
         return teacher, (preprocessing.mean, preprocessing.std)
 
     # ----------------------------------------------------------------- batches
@@ -480,11 +481,16 @@ class Trainer:
             fill=float(self.data.meta.get("fill", 0.0)),
         )
         init = self.config.pretrained or ("file" if self.config.init_weights else "scratch")
+        pruning = getattr(self.model, "pruning", None)
+        if self.model_given:
+            init = "pruned" if pruning else "given"
         return {
             "name": self.out.name,
             "format": "fracture-edge-checkpoint",
             "architecture": self.config.backbone,
             "initialisation": init,
+            # load_checkpoint shrinks the base architecture to the pruned shapes
+            **({"pruning": pruning} if pruning else {}),
             "labels": list(LABELS),
             "aux_heads": {name: head.out_features for name, head in self.model.aux_heads.items()},
             "region_labels": list(REGIONS) if self.config.region_head else [],
