@@ -86,3 +86,108 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
     )
     export.add_argument("--threads", type=int, default=2, help="LiteRT threads for scoring")
     export.set_defaults(handler=_export)
+    add_tune_parser(verbs)
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from compress.export import export_bundle
+    from compress.tune import (
+        TuneSettings,
+        open_study,
+        optimise,
+        select,
+        teacher_references,
+        write_report,
+    )
+
+    settings = TuneSettings(
+        cache=args.cache,
+        students=args.students or [],
+        out=args.out,
+        study=args.study,
+        storage=args.storage,
+        finetune_epochs=args.finetune_epochs,
+        finetune_limit=args.finetune_limit,
+        teacher_logits=args.teacher_logits,
+        calibration_images=args.calibration_images,
+        latency_runs=args.latency_runs,
+        seed=args.seed,
+    )
+    for name in ("sizes", "prune_ratios", "modes"):
+        if getattr(args, name):
+            setattr(settings, name, getattr(args, name))
+    if args.trials > 0:
+        if not args.students or not args.cache:
+            raise ValueError("a search needs --cache and --students")
+        study = optimise(settings, args.trials)
+    else:
+        study = open_study(settings, create=False)
+    chosen = None
+    if args.max_latency_ms is not None or args.max_size_mb is not None or args.bundle:
+        chosen = select(study, args.max_latency_ms, args.max_size_mb)
+        print(f"chosen: trial {chosen.number} {chosen.params} → {chosen.values}")
+    teachers = teacher_references(args.teachers_logits)
+    files = write_report(study, Path(args.out) / args.study, teachers, chosen)
+    print(f"report: {files['markdown']}, {files['plot']}")
+    if args.bundle:
+        cache = args.cache or study.user_attrs["settings"]["cache"]
+        result = export_bundle(
+            chosen.user_attrs["checkpoint"],
+            args.bundle,
+            mode=chosen.params["mode"],
+            cache_dir=cache,
+            input_size=int(chosen.params["input_size"]),
+            calibration_images=settings.calibration_images,
+            command=shlex.join(["fracture-edge", *sys.argv[1:]]),
+        )
+        card = json.loads((result.bundle / "model_card.json").read_text())
+        card["selection"] = {
+            "study": args.study,
+            "trial": chosen.number,
+            "params": chosen.params,
+            "constraints": {"max_latency_ms": args.max_latency_ms, "max_size_mb": args.max_size_mb},
+            "search_values": dict(
+                zip(("val_auroc", "latency_p50_ms", "size_mb"), chosen.values, strict=True)
+            ),
+        }
+        (result.bundle / "model_card.json").write_text(json.dumps(card, indent=1) + "\n")
+        print(f"bundle: {result.bundle} (test AUROC {card['metrics']['test_auroc']})")
+    return 0
+
+
+def add_tune_parser(verbs: argparse._SubParsersAction) -> None:
+    tune = verbs.add_parser(
+        "tune",
+        help="Optuna search: AUROC vs latency vs size of the exported .tflite",
+        description="Multi-objective Optuna search over student, input size, pruning ratio, "
+        "quantisation mode (and KD temperature/alpha when fine-tuning), every objective "
+        "measured on the exported TFLite file. Resumable; several workers share one study "
+        "through --storage (a PostgreSQL or MySQL URL across machines).",
+    )
+    tune.add_argument("--cache", help="image cache (calibration, fine-tuning, validation)")
+    tune.add_argument("--students", nargs="+", help="trained student checkpoint folders")
+    tune.add_argument("--trials", type=int, default=10, help="trials for this worker (0: none)")
+    tune.add_argument("--study", default="fracture-edge", help="study name")
+    tune.add_argument("--storage", help="Optuna storage URL (default: sqlite in --out)")
+    tune.add_argument("--out", default="runs/tune")
+    tune.add_argument("--sizes", type=int, nargs="+", help="input sizes (default 160…320)")
+    tune.add_argument("--prune-ratios", type=float, nargs="+", help="default 0…0.5")
+    tune.add_argument(
+        "--modes",
+        nargs="+",
+        choices=("float32", "float16", "dynamic_int8", "int8", "int8_io"),
+        help="quantisation modes (default float16 dynamic_int8 int8)",
+    )
+    tune.add_argument("--finetune-epochs", type=int, default=0, help="KD fine-tune epochs")
+    tune.add_argument("--finetune-limit", type=int, default=800, help="images per fine-tune")
+    tune.add_argument("--teacher-logits", help="FILE.csv:COLUMN for the KD fine-tune")
+    tune.add_argument("--teachers-logits", help="logits CSV whose teacher_* columns are plotted")
+    tune.add_argument("--calibration-images", type=int, default=100)
+    tune.add_argument("--latency-runs", type=int, default=40)
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--max-latency-ms", type=float, help="constraint for the choice")
+    tune.add_argument("--max-size-mb", type=float, help="constraint for the choice")
+    tune.add_argument("--bundle", help="export the chosen trial as a bundle into this folder")
+    tune.set_defaults(handler=_tune)

@@ -19,6 +19,7 @@ preprocessing) and these outputs, each found by its shape (see :mod:`edge_app.tf
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import shutil
@@ -32,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_app._optional import require
-from edge_app.errors import FractureEdgeError
+from edge_app._optional import install_hint, require
+from edge_app.errors import FractureEdgeError, MissingDependencyError
 from edge_app.preprocess import PreprocessConfig, preprocess
 
 torch = require("torch", "export models")
@@ -149,7 +150,10 @@ def convert_tflite(
     are skipped (onnx2tf would otherwise calibrate on its own sample images, which are not
     radiographs). TensorFlow runs in the child so the caller does not carry it in memory.
     """
-    require("onnx2tf", "convert ONNX to TFLite")
+    # Only looked up here: importing onnx2tf imports TensorFlow, which must not share a
+    # process with torchvision (it segfaults when torchvision is imported after it).
+    if importlib.util.find_spec("onnx2tf") is None:
+        raise MissingDependencyError(install_hint("onnx2tf", "convert ONNX to TFLite"))
     onnx_path, out_dir = Path(onnx_path), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     arguments: dict[str, Any] = {
