@@ -537,7 +537,11 @@ def _score_artifact(
                 sigmoid(float_val[LOGIT_OUTPUT][:, 0]) - sigmoid(deployed_val[LOGIT_OUTPUT][:, 0])
             ).max()
         )
+    # The CAM's peak over validation images, for heatmaps on one absolute scale (the 95th
+    # percentile of per-image positive peaks, so one outlier does not wash every map out).
+    peaks = np.maximum(deployed_val[CAM_OUTPUT], 0).max(axis=1)
     return {
+        "cam_scale": round(float(np.percentile(peaks, 95)), 6),
         "calibration_temperature": report["calibration"]["temperature"],
         "operating_points": {name: point["probability"] for name, point in points.items()},
         # The same thresholds on the raw logit (exact: the temperature is monotone).

@@ -13,6 +13,8 @@ RUNTIME_MODULES = [
     "edge_app._optional",
     "edge_app.preprocess",
     "edge_app.radiograph",
+    "edge_app.tflite",
+    "edge_app.runtime",
 ]
 
 _PROBE = textwrap.dedent(

@@ -1,0 +1,199 @@
+"""The on-device runtime on a tiny TFLite bundle generated in the test session."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ai_edge_litert")
+
+from edge_app.errors import ModelCardError  # noqa: E402
+from edge_app.preprocess import letterbox_geometry  # noqa: E402
+from edge_app.runtime import (  # noqa: E402
+    Bundle,
+    FractureDetector,
+    colourise,
+    heatmap_from_cam,
+    overlay,
+)
+from edge_app.tflite import ModelFileError  # noqa: E402
+
+
+@pytest.fixture()
+def bundle_copy(tiny_bundle, tmp_path) -> Path:
+    return Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+
+
+def _edit_card(folder: Path, **changes) -> None:
+    card = json.loads((folder / "model_card.json").read_text())
+    card.update(changes)
+    (folder / "model_card.json").write_text(json.dumps(card))
+
+
+def test_probability_matches_the_torch_model(tiny_bundle, make_radiograph):
+    """The runtime path (shared preprocessing → LiteRT → temperature → sigmoid) equals torch."""
+    torch = pytest.importorskip("torch")
+    from edge_app.preprocess import PreprocessConfig, preprocess
+    from train.models import create_model
+
+    torch.manual_seed(0)  # build_tiny_bundle's seed
+    model = create_model("custom_cnn").eval()
+    detector = FractureDetector(tiny_bundle)
+    pixels = make_radiograph(90, 70, 1, 2).astype(np.float32) / 255
+    prediction = detector.predict_pixels(pixels)
+    model_input, _ = preprocess(pixels, PreprocessConfig.from_card(detector.card))
+    with torch.no_grad():
+        logit = float(model(torch.from_numpy(model_input)[None, None]))
+    assert prediction.logit == pytest.approx(logit, abs=1e-4)
+    assert prediction.probability == pytest.approx(1 / (1 + np.exp(-logit)), abs=1e-5)
+
+
+def test_heatmap_has_the_image_size_and_range(tiny_bundle, make_radiograph):
+    detector = FractureDetector(tiny_bundle)
+    for height, width in ((120, 80), (60, 150)):
+        pixels = make_radiograph(height, width, 3, 4).astype(np.float32) / 255
+        prediction = detector.predict_pixels(pixels)
+        assert prediction.heatmap.shape == (height, width)
+        assert 0.0 <= prediction.heatmap.min() and prediction.heatmap.max() <= 1.0
+        assert prediction.cam.shape == tuple(detector.cam_shape)
+
+
+def test_heatmap_maps_the_cam_through_the_letterbox():
+    # One hot cell at the top left of a 4×4 grid; the image fills the canvas's left half.
+    cam = np.zeros((4, 4), np.float32)
+    cam[0, 0] = 2.0
+    cam[3, 3] = -5.0  # negative evidence is cut by the ReLU
+    geometry = letterbox_geometry(64, 32, 64)  # tall image: 32 px wide, centred
+    heatmap = heatmap_from_cam(cam, geometry, 128, 64)
+    assert heatmap.shape == (128, 64)
+    assert heatmap[:32].mean() > heatmap[96:].mean()
+    assert heatmap[-20:, -20:].max() < 0.05
+
+
+def test_absolute_scale_keeps_weak_maps_faint():
+    cam = np.full((4, 4), 0.1, np.float32)
+    geometry = letterbox_geometry(64, 64, 64)
+    assert heatmap_from_cam(cam, geometry, 64, 64).max() == pytest.approx(1.0, abs=1e-3)
+    assert heatmap_from_cam(cam, geometry, 64, 64, scale=1.0).max() == pytest.approx(0.1, abs=1e-3)
+
+
+def test_verdict_bands(tiny_bundle):
+    detector = FractureDetector(tiny_bundle)
+    assert detector.verdict(0.95) == "fracture"
+    assert detector.verdict(0.70) == "fracture"  # the threshold belongs to the upper band
+    assert detector.verdict(0.5) == "uncertain"
+    assert detector.verdict(0.3) == "uncertain"
+    assert detector.verdict(0.1) == "no_fracture"
+
+
+def test_temperature_scales_the_logit(bundle_copy):
+    _edit_card(bundle_copy, calibration_temperature=2.0)
+    detector = FractureDetector(bundle_copy)
+    assert detector.calibrated(2.0) == pytest.approx(1 / (1 + np.exp(-1.0)))
+
+
+def test_study_verdict_is_the_mean_of_views(tiny_bundle, tmp_path, make_radiograph, save_jpeg):
+    for index in range(3):
+        save_jpeg(tmp_path / "study" / f"view{index}.jpg", make_radiograph(80, 60, index, index))
+    detector = FractureDetector(tiny_bundle)
+    study = detector.predict_path(tmp_path / "study")
+    assert len(study.images) == 3
+    assert study.probability == pytest.approx(np.mean([p.probability for p in study.images]))
+    assert study.verdict == detector.verdict(study.probability)
+    record = study.to_json()
+    assert record["images"] == 3 and record["error"] is None
+    assert [r["path"] for r in record["per_image"]] == sorted(
+        r["path"] for r in record["per_image"]
+    )
+
+
+def test_nifti_volume_is_scored_slice_by_slice(tiny_bundle, tmp_path):
+    nibabel = pytest.importorskip("nibabel")
+    volume = np.random.default_rng(0).normal(300, 200, (40, 40, 5)).astype(np.float32)
+    path = tmp_path / "ct.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), str(path))
+    study = FractureDetector(tiny_bundle).predict_path(path)
+    assert len(study.images) == 5
+    assert [p.metadata["slice_index"] for p in study.images] == list(range(5))
+
+
+def test_single_image_gives_one_prediction(tiny_bundle, tmp_path, make_radiograph, save_jpeg):
+    path = save_jpeg(tmp_path / "one.jpg", make_radiograph(100, 90, 5, 6))
+    prediction = FractureDetector(tiny_bundle).predict_path(path)
+    record = prediction.to_json()
+    assert set(record) >= {"path", "fracture_probability", "verdict", "region", "error"}
+    assert record["verdict"] in ("fracture", "uncertain", "no_fracture")
+    assert record["region"] is None  # the tiny bundle has no region head
+
+
+def test_no_network_call(tiny_bundle, tmp_path, make_radiograph, save_jpeg, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the runtime opened a socket")
+
+    monkeypatch.setattr(socket, "socket", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    path = save_jpeg(tmp_path / "x.jpg", make_radiograph(64, 64, 1, 1))
+    FractureDetector(tiny_bundle).predict_path(path)
+
+
+def test_tampered_model_is_refused(bundle_copy):
+    model = bundle_copy / "model.tflite"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="does not match its card"):
+        Bundle.load(bundle_copy)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"format": "something-else"}, "not a fracture-edge bundle"),
+        ({"format_version": 99}, "format version 99"),
+        ({"operating_points": {"doubt": 0.9, "fracture": 0.2}}, "doubt threshold exceeds"),
+        ({"operating_points": {"doubt": 0.1}}, "no 'fracture' operating point"),
+        ({"model_sha256": None}, "no model_sha256"),
+        ({"calibration_temperature": 0}, "must be > 0"),
+    ],
+)
+def test_bad_cards_are_refused(bundle_copy, change, message):
+    _edit_card(bundle_copy, **change)
+    with pytest.raises(ModelCardError, match=message):
+        FractureDetector(bundle_copy)
+
+
+def test_missing_bundle_parts(tmp_path, bundle_copy):
+    with pytest.raises(ModelCardError, match="not found"):
+        Bundle.load(tmp_path / "absent")
+    (bundle_copy / "model.tflite").unlink()
+    with pytest.raises(ModelCardError, match="model.tflite is missing"):
+        Bundle.load(bundle_copy)
+    (bundle_copy / "model_card.json").write_text("{not json")
+    with pytest.raises(ModelCardError):
+        Bundle.load(bundle_copy)
+
+
+def test_overlay_blends_only_where_warm():
+    pixels = np.full((10, 10), 0.5, np.float32)
+    heatmap = np.zeros((10, 10), np.float32)
+    heatmap[:5] = 1.0
+    image = overlay(pixels, heatmap, opacity=0.6)
+    assert image.shape == (10, 10, 3) and image.dtype == np.uint8
+    assert (image[5:] == 128).all()  # cold: the radiograph unchanged
+    assert not (image[:5] == 128).all()
+    assert (overlay(pixels, heatmap, opacity=0.0) == 128).all()
+    with pytest.raises(ValueError, match="opacity"):
+        overlay(pixels, heatmap, opacity=1.5)
+    with pytest.raises(ValueError, match="differ in shape"):
+        overlay(pixels, heatmap[:5], opacity=0.5)
+
+
+def test_colourmap_runs_cold_to_hot():
+    colours = colourise(np.array([0.0, 1.0])).astype(int)
+    assert colours[0, 2] > colours[0, 0]  # cold end is blue
+    assert colours[1, 0] > colours[1, 2]  # hot end is red
