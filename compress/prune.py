@@ -279,3 +279,35 @@ def prune_checkpoint(
         logger.info("distilling from the unpruned checkpoint %s", checkpoint)
         config = replace(config, teachers=[str(checkpoint)])
     return fine_tune(pruned, config), report
+
+
+def recalibrate_batchnorm(model: nn.Module, images, batch_size: int = 32) -> nn.Module:
+    """Re-estimate every BatchNorm's running statistics on ``images`` (N, 1, H, W), in place.
+
+    Pruning removes channels and a new input size changes activation statistics, so the
+    stored means and variances no longer fit. A forward pass over a few hundred un-augmented
+    training images with cumulative averaging (``momentum=None``) fixes them without a gradient
+    step; only the BatchNorm layers are put in training mode. Measured on FracAtlas validation
+    (docs/compress.md): Lite0 pruned 10 % at 192 px, AUROC 0.762 → 0.871.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return model
+    images = torch.as_tensor(images, dtype=torch.float32)
+    if images.ndim != 4 or images.shape[1] != 1:
+        raise ValueError(f"images must be (N, 1, H, W), got {tuple(images.shape)}")
+    saved = [(m, m.momentum) for m in norms]
+    model.eval()
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+        norm.train()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                model.features(images[start : start + batch_size])
+    finally:
+        for norm, momentum in saved:
+            norm.momentum = momentum
+        model.eval()
+    return model

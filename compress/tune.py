@@ -5,8 +5,9 @@ Each trial takes a trained student checkpoint and:
 1. picks a student (backbone/width: one of the ``--students`` checkpoints), an input size, a
    structured pruning ratio, a quantisation mode and, when fine-tuning is on, the KD temperature
    and weight;
-2. prunes it (:mod:`compress.prune`) and, with ``finetune_epochs`` > 0, fine-tunes it with
-   distillation at the trial's input size through the Trainer;
+2. prunes it (:mod:`compress.prune`), re-estimates its BatchNorm statistics at the trial's
+   input size on un-augmented training images, and, with ``finetune_epochs`` > 0, fine-tunes
+   it with distillation at that size through the Trainer;
 3. screens it: the torch model's AUROC on a fixed validation subsample. A trial more than
    ``prune_margin`` below the best screen so far is stopped before the expensive conversion
    (Optuna's own pruners only serve single-objective studies, so the rule is applied here and
@@ -70,6 +71,7 @@ class TuneSettings:
     temperature: tuple[float, float] = (1.0, 8.0)
     alpha: tuple[float, float] = (0.3, 0.95)
     calibration_images: int = 100
+    recalibration_images: int = 256
     screen_images: int = 240
     prune_margin: float = 0.03
     latency_runs: int = 40
@@ -159,6 +161,18 @@ def prepare_student(params: dict, settings: TuneSettings, work: Path):
         net = prune_model(net, float(params["prune_ratio"]), size)
         card["pruning"] = net.pruning
     changed = params["prune_ratio"] > 0 or size != trained_size
+    if changed and settings.recalibration_images > 0:
+        from compress.export import calibration_sample
+        from compress.prune import recalibrate_batchnorm
+
+        images, _ = calibration_sample(
+            settings.cache,
+            PreprocessConfig.from_card(card),
+            settings.recalibration_images,
+            seed=settings.seed + 1,
+        )
+        recalibrate_batchnorm(net, images.transpose(0, 3, 1, 2))
+        card["batchnorm_recalibration"] = {"split": "train", "images": len(images)}
     if settings.finetune_epochs > 0 and changed:
         if not settings.teacher_logits:
             raise TuneError("fine-tuning needs --teacher-logits FILE.csv:COLUMN")

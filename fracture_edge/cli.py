@@ -344,6 +344,39 @@ def _add_train_parsers(verbs: argparse._SubParsersAction) -> None:
     prune.set_defaults(handler=_prune)
 
 
+# --------------------------------------------------------------------------- app
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from edge_app.predict import predict_paths
+    from edge_app.runtime import DEFAULT_BUNDLE
+
+    return predict_paths(
+        args.paths,
+        args.model or DEFAULT_BUNDLE,
+        as_json=args.json,
+        heatmaps=args.heatmaps,
+        threads=args.threads,
+    )
+
+
+def _add_predict_parser(verbs: argparse._SubParsersAction) -> None:
+    predict = verbs.add_parser(
+        "predict",
+        help="score images, DICOM, volumes or study folders with a TFLite bundle",
+        description="One line per input (an image, a DICOM file, a NIfTI volume or a folder "
+        "holding one study). With --json each line is one JSON object with path, "
+        "fracture_probability, verdict (fracture | uncertain | no_fracture), region and error. "
+        "Unreadable inputs get an error line and exit code 1; the others are still scored.",
+    )
+    predict.add_argument("paths", nargs="+", metavar="PATH")
+    predict.add_argument("--model", help="bundle folder (default: the shipped bundle)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per line")
+    predict.add_argument("--heatmaps", metavar="DIR", help="write overlay PNGs here")
+    predict.add_argument("--threads", type=int, default=2, help="LiteRT threads")
+    predict.set_defaults(handler=_predict)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -360,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parsers(verbs)
     _add_evaluate_parser(verbs)
     add_compress_parsers(verbs)
+    _add_predict_parser(verbs)
     return parser
 
 
