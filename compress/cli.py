@@ -97,6 +97,7 @@ def _tune(args: argparse.Namespace) -> int:
         TuneSettings,
         open_study,
         optimise,
+        parse_enqueue,
         select,
         teacher_references,
         write_report,
@@ -118,6 +119,11 @@ def _tune(args: argparse.Namespace) -> int:
     for name in ("sizes", "prune_ratios", "modes"):
         if getattr(args, name):
             setattr(settings, name, getattr(args, name))
+    if args.enqueue:
+        study = open_study(settings, create=False)
+        for spec in args.enqueue:
+            study.enqueue_trial(parse_enqueue(spec), skip_if_exists=True)
+        print(f"enqueued {len(args.enqueue)} trials; the next workers run them first")
     if args.trials > 0:
         if not args.students or not args.cache:
             raise ValueError("a search needs --cache and --students")
@@ -187,6 +193,13 @@ def add_tune_parser(verbs: argparse._SubParsersAction) -> None:
     tune.add_argument("--calibration-images", type=int, default=100)
     tune.add_argument("--latency-runs", type=int, default=40)
     tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument(
+        "--enqueue",
+        action="append",
+        metavar="K=V,...",
+        help="queue a configuration to try first, e.g. "
+        "student=NAME,input_size=192,prune_ratio=0.1,mode=int8 (repeatable)",
+    )
     tune.add_argument("--max-latency-ms", type=float, help="constraint for the choice")
     tune.add_argument("--max-size-mb", type=float, help="constraint for the choice")
     tune.add_argument("--bundle", help="export the chosen trial as a bundle into this folder")

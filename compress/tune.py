@@ -330,6 +330,21 @@ def optimise(settings: TuneSettings, trials: int) -> Any:
 # ----------------------------------------------------------------------------- results
 
 
+def parse_enqueue(spec: str) -> dict[str, Any]:
+    """``student=NAME,input_size=192,prune_ratio=0.1,mode=int8`` → trial parameters."""
+    kinds = {"input_size": int, "prune_ratio": float, "temperature": float, "alpha": float}
+    params: dict[str, Any] = {}
+    for item in spec.split(","):
+        key, separator, value = item.partition("=")
+        if not separator or not key.strip():
+            raise ValueError(f"bad --enqueue item '{item}'; expected KEY=VALUE")
+        key = key.strip()
+        if key not in ("student", "mode", *kinds):
+            raise ValueError(f"--enqueue knows no parameter '{key}'")
+        params[key] = kinds.get(key, str)(value.strip())
+    return params
+
+
 def completed(study) -> list:
     optuna = _optuna()
     return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))

@@ -142,3 +142,12 @@ def test_two_workers_share_one_storage(tmp_path, tiny_student):
     rows = json.loads((tmp_path / "out" / "shared" / "trials.json").read_text())
     assert {row["trial"] for row in rows} == {0, 1}
     assert (tmp_path / "out" / "shared" / "pareto.png").stat().st_size > 5000
+
+
+def test_parse_enqueue():
+    params = tune.parse_enqueue("student=lite0, input_size=192,prune_ratio=0.1,mode=int8")
+    assert params == {"student": "lite0", "input_size": 192, "prune_ratio": 0.1, "mode": "int8"}
+    with pytest.raises(ValueError, match="no parameter 'size'"):
+        tune.parse_enqueue("size=192")
+    with pytest.raises(ValueError, match="expected KEY=VALUE"):
+        tune.parse_enqueue("student")
