@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from compress.cli import add_parsers as add_compress_parsers
+from edge_app.app_cli import add_app_parser
 from edge_app.errors import FractureEdgeError
 from fracture_edge import __version__
 
@@ -394,6 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_parser(verbs)
     add_compress_parsers(verbs)
     _add_predict_parser(verbs)
+    add_app_parser(verbs)
     return parser
 
 

@@ -15,6 +15,10 @@ RUNTIME_MODULES = [
     "edge_app.radiograph",
     "edge_app.tflite",
     "edge_app.runtime",
+    "edge_app.predict",
+    "edge_app.app",
+    "edge_app.app_cli",
+    "edge_app.app_android",
 ]
 
 _PROBE = textwrap.dedent(

@@ -1,0 +1,375 @@
+"""The FractureEdge app for laptops and Android phones (Kivy): open a radiograph, read the
+verdict, look at where the model looked, export a report.
+
+This module holds everything that needs no Kivy: the entry point :func:`run_app`, the one
+inference thread, the report writer and the texts the panels show. The widgets are in
+:mod:`edge_app.app_ui`, and Android's gallery and camera in :mod:`edge_app.app_android`.
+
+Nothing leaves the device: no network call, and a report is written only when the user presses
+"Export report".
+
+Lines on stdout, one per event, for scripts and the headless tests (the app is a front end, so
+it prints):
+
+- ``VERDICT {json}``: a result is on screen (``Prediction.to_json()`` or
+  ``StudyPrediction.to_json()``);
+- ``ERROR message``: the message the app shows for a file or bundle it could not use;
+- ``REPORT {json}``: the PNG and JSON an export wrote;
+- ``SCREENSHOT path``: the window was saved (``screenshot=``).
+
+Environment variables:
+
+- ``FRACTURE_EDGE_REPORTS``: the export folder offered by default (else
+  ``~/FractureEdge-reports``);
+- ``FRACTURE_EDGE_APP_AUTO_EXPORT=1``: press "Export report", then the dialog's "Export",
+  once after the first verdict. A test hook that goes through the real buttons; with
+  ``--screenshot``/``--exit-after`` it also makes a one-shot report from the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from edge_app._optional import require
+from edge_app.errors import FractureEdgeError
+from edge_app.radiograph import Radiograph, load_study
+from edge_app.runtime import (
+    DEFAULT_BUNDLE,
+    FractureDetector,
+    Prediction,
+    StudyPrediction,
+    overlay,
+)
+
+LOGGER = logging.getLogger(__name__)
+
+REPORTS_ENV = "FRACTURE_EDGE_REPORTS"
+AUTO_EXPORT_ENV = "FRACTURE_EDGE_APP_AUTO_EXPORT"
+DEFAULT_OPACITY = 0.45
+#: Longest side of the copy drawn on screen: the slider redraws it at every move.
+DISPLAY_MAX_SIDE = 1024
+#: Background colour of each verdict band (RGBA in [0, 1]).
+VERDICT_COLOURS = {
+    "fracture": (0.80, 0.20, 0.22, 1.0),
+    "uncertain": (0.86, 0.55, 0.08, 1.0),
+    "no_fracture": (0.16, 0.55, 0.36, 1.0),
+}
+DISCLAIMER = "Decision support for a trained reader, not a diagnosis."
+
+
+class NoModelError(FractureEdgeError):
+    """An image was opened while no model bundle is loaded."""
+
+
+# --------------------------------------------------------------------------- the entry point
+
+
+def run_app(
+    model: Path | None,
+    paths: list[Path],
+    screenshot: Path | None = None,
+    exit_after: float | None = None,
+) -> int:
+    """Open the window on the bundle ``model`` (default: the shipped one) and the ``paths``.
+
+    The first path is analysed at start; the others wait in the "Recent" list. ``screenshot``
+    saves the window once the first result (or error) is on screen; ``exit_after`` seconds
+    after that result the app closes.
+    """
+    _configure_kivy()
+    from edge_app.app_ui import FractureEdgeApp  # Kivy may only be imported after the above
+
+    FractureEdgeApp(
+        bundle=Path(model) if model else DEFAULT_BUNDLE,
+        paths=[Path(path) for path in paths],
+        screenshot=Path(screenshot) if screenshot else None,
+        exit_after=exit_after,
+        auto_export=os.environ.get(AUTO_EXPORT_ENV) == "1",
+    ).run()
+    return 0
+
+
+def _configure_kivy() -> None:
+    """Settings Kivy reads once, when it is first imported; they belong to this entry point."""
+    os.environ.setdefault("KIVY_NO_ARGS", "1")  # the fracture-edge CLI owns sys.argv
+    os.environ.setdefault("KIVY_LOG_MODE", "PYTHON")  # Kivy logs through the caller's logging
+    # ... at the caller's level (fracture-edge -v: INFO), from its first line on
+    level = "info" if logging.getLogger().getEffectiveLevel() <= logging.INFO else "warning"
+    os.environ.setdefault("KCFG_KIVY_LOG_LEVEL", level)
+    Config = require("kivy.config", "run the app").Config  # noqa: N806 (Kivy's name)
+
+    Config.set("graphics", "width", "1000")
+    Config.set("graphics", "height", "700")
+    Config.set("graphics", "minimum_width", "760")
+    Config.set("graphics", "minimum_height", "520")
+    Config.set("input", "mouse", "mouse,disable_multitouch")  # no red dots on right click
+
+
+def emit(tag: str, payload: Any) -> None:
+    """One status line on stdout (see the module docstring)."""
+    text = payload if isinstance(payload, str) else json.dumps(payload, default=str)
+    print(f"{tag} {text}", flush=True)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def user_message(error: BaseException) -> str:
+    """The one place the app turns an exception into the message it shows."""
+    if isinstance(error, FractureEdgeError):
+        return str(error)
+    if isinstance(error, OSError):  # permissions, a file removed while reading, a full disk
+        return f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")
+    if isinstance(error, ValueError):  # malformed input the loaders did not classify
+        return str(error)
+    LOGGER.error("unexpected error in the app", exc_info=error)  # a bug: keep its traceback
+    return f"Unexpected error ({type(error).__name__}: {error}). Please report it."
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+@dataclass
+class Analysis:
+    """One opened path: its images (kept for display) and the model's result."""
+
+    path: Path
+    radiographs: list[Radiograph]
+    result: Prediction | StudyPrediction
+    seconds: float = 0.0  # reading and scoring, for the status line
+
+    @property
+    def predictions(self) -> list[Prediction]:
+        if isinstance(self.result, StudyPrediction):
+            return self.result.images
+        return [self.result]
+
+    @property
+    def is_study(self) -> bool:
+        return isinstance(self.result, StudyPrediction)
+
+    @property
+    def is_volume(self) -> bool:
+        """Slices of a CT/MRI volume: browsed with a slider rather than a list."""
+        return "slice_count" in self.radiographs[0].metadata
+
+
+def analyse(detector: FractureDetector, path: Path) -> Analysis:
+    """What ``FractureDetector.predict_path`` does, keeping the pixels the app draws."""
+    start = time.perf_counter()
+    radiographs = load_study(path)
+    if len(radiographs) == 1 and not path.is_dir():
+        result: Prediction | StudyPrediction = detector.predict_radiograph(radiographs[0])
+    else:
+        result = detector.predict_study(radiographs, str(path))
+    return Analysis(path, radiographs, result, time.perf_counter() - start)
+
+
+@dataclass
+class Outcome:
+    """A finished job: its value, or the message to show instead."""
+
+    value: Any = None
+    message: str | None = None
+
+
+class InferenceWorker:
+    """One thread runs every job, in order, and owns the detector.
+
+    :class:`FractureDetector` is not thread-safe, so it is created and used on this thread
+    only. ``deliver(callback, outcome)`` hands each outcome back to the UI thread (the app
+    passes a ``Clock.schedule_once`` wrapper).
+    """
+
+    def __init__(self, deliver: Callable[[Callable[[Outcome], None], Outcome], None]):
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fracture-edge")
+        self._deliver = deliver
+        self._detector: FractureDetector | None = None
+        self._load_failure = "no model bundle was loaded"
+
+    def submit(
+        self, on_done: Callable[[Outcome], None], function: Callable[..., Any], *args: Any
+    ) -> None:
+        def job() -> None:
+            try:
+                outcome = Outcome(value=function(*args))
+            except Exception as error:  # every failure becomes a message, never a crash
+                outcome = Outcome(message=user_message(error))
+            self._deliver(on_done, outcome)
+
+        self._executor.submit(job)
+
+    def load_model(self, bundle: Path, on_done: Callable[[Outcome], None]) -> None:
+        """Load ``bundle``; the outcome's value is ``FractureDetector.describe()``."""
+        self.submit(on_done, self._load, bundle)
+
+    def analyse(self, path: Path, on_done: Callable[[Outcome], None]) -> None:
+        """Analyse ``path``; the outcome's value is an :class:`Analysis`."""
+        self.submit(on_done, self._analyse, path)
+
+    def shutdown(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _load(self, bundle: Path) -> dict[str, Any]:
+        self._detector = None
+        try:
+            self._detector = FractureDetector(bundle)
+        except Exception as error:
+            self._load_failure = user_message(error)
+            raise
+        return self._detector.describe()
+
+    def _analyse(self, path: Path) -> Analysis:
+        if self._detector is None:
+            raise NoModelError(
+                f"no model is loaded, so {path.name} cannot be analysed: {self._load_failure}"
+            )
+        return analyse(self._detector, path)
+
+
+# --------------------------------------------------------------------------- drawing
+
+
+def display_copy(
+    pixels: np.ndarray, heatmap: np.ndarray | None, max_side: int = DISPLAY_MAX_SIDE
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The image and heatmap shrunk to at most ``max_side`` pixels, for redrawing on screen."""
+    height, width = pixels.shape
+    scale = max_side / max(height, width)
+    if scale >= 1:
+        return pixels, heatmap
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+
+    def shrink(values: np.ndarray) -> np.ndarray:
+        image = Image.fromarray(np.ascontiguousarray(values, dtype=np.float32))
+        return np.asarray(image.resize(size, Image.Resampling.BOX), dtype=np.float32)
+
+    return shrink(pixels), (shrink(heatmap) if heatmap is not None else None)
+
+
+def overlay_rgba(pixels: np.ndarray, heatmap: np.ndarray | None, opacity: float) -> np.ndarray:
+    """:func:`edge_app.runtime.overlay` with an opaque alpha channel (rows stay 4-byte aligned
+    whatever the width, which GL textures need)."""
+    rgb = overlay(pixels, heatmap, opacity)
+    alpha = np.full(rgb.shape[:2] + (1,), 255, dtype=np.uint8)
+    return np.concatenate([rgb, alpha], axis=2)
+
+
+# --------------------------------------------------------------------------- texts
+
+
+def percent(probability: float) -> str:
+    return f"{100 * probability:.1f} %"
+
+
+def band_text(thresholds: dict[str, float]) -> str:
+    """How probabilities map to verdicts, from the card's two operating points."""
+    return (
+        f"fracture ≥ {percent(thresholds['fracture'])} · "
+        f"review ≥ {percent(thresholds['doubt'])} · "
+        "below: no fracture seen"
+    )
+
+
+def _metric(value: Any) -> str:
+    return f"{float(value):.3f}" if isinstance(value, int | float) else "—"
+
+
+def model_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
+    """The info panel: (label, value) rows from ``FractureDetector.describe()``."""
+    test = _metric(info.get("test_auroc"))
+    interval = info.get("test_auroc_ci95")
+    if test != "—" and isinstance(interval, list | tuple) and len(interval) == 2:
+        test += f"  (95 % CI {_metric(interval[0])}–{_metric(interval[1])})"
+    created = info.get("created")
+    return [
+        ("Model", str(info.get("name") or "—")),
+        ("Architecture", str(info.get("architecture") or "—")),
+        ("Quantization", str(info.get("quantization") or "—")),
+        ("Input", f"{info['input_size']} px" if info.get("input_size") else "—"),
+        ("Created", str(created)[:19].replace("T", " ") if created else "—"),
+        ("Validation AUROC", _metric(info.get("val_auroc"))),
+        ("Test AUROC", test),
+    ]
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def reports_folder(platform_default: Path | None = None) -> Path:
+    """Where "Export report" writes unless the user picks another folder: the environment's
+    choice, else ``platform_default`` (the app's own folder on Android), else
+    ``~/FractureEdge-reports``."""
+    configured = os.environ.get(REPORTS_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    return platform_default or Path.home() / "FractureEdge-reports"
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    image: Path
+    json: Path
+
+
+def _app_version() -> str | None:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("fracture-edge")
+    except (ImportError, PackageNotFoundError):  # e.g. inside an Android APK
+        return None
+
+
+def export_report(
+    analysis: Analysis,
+    index: int,
+    model_info: dict[str, Any],
+    folder: Path,
+    opacity: float,
+    heatmap_shown: bool,
+) -> ReportFiles:
+    """Write the shown image's overlay (full resolution) as PNG and the result as JSON."""
+    folder = Path(folder).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    radiograph, prediction = analysis.radiographs[index], analysis.predictions[index]
+    stem = Path(analysis.path).name.split(".")[0] or "radiograph"
+    if analysis.is_study:
+        stem += f"-{'slice' if analysis.is_volume else 'image'}{index + 1}"
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = folder / f"{stem}-{stamp}"
+    counter = 1
+    while base.with_suffix(".png").exists() or base.with_suffix(".json").exists():
+        counter += 1
+        base = folder / f"{stem}-{stamp}-{counter}"
+    heatmap = prediction.heatmap if heatmap_shown else None
+    image_path, json_path = base.with_suffix(".png"), base.with_suffix(".json")
+    Image.fromarray(overlay(radiograph.pixels, heatmap, opacity)).save(image_path)
+    report = {
+        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "prediction": analysis.result.to_json(),
+        "shown_image": {
+            "index": index,
+            **prediction.to_json(),
+            "overlay": image_path.name,
+            "heatmap_shown": heatmap_shown,
+            "opacity": round(opacity, 3),
+        },
+        "model": model_info,
+        "app": {"name": "FractureEdge", "version": _app_version()},
+        "disclaimer": DISCLAIMER,
+    }
+    json_path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    return ReportFiles(image_path, json_path)

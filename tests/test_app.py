@@ -1,0 +1,267 @@
+"""The Kivy app.
+
+The window tests (``slow``) start the real app headless under Xvfb in a subprocess, so Kivy's
+process-wide state never enters pytest, and read the status lines it prints (``VERDICT``,
+``ERROR``, ``REPORT``, ``SCREENSHOT``) and the screenshot it saves. Each start takes a few
+seconds on a software renderer. They are skipped, with the reason, without Kivy or xvfb-run.
+The helpers of :mod:`edge_app.app` that need no window are tested directly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge_app.app import (
+    VERDICT_COLOURS,
+    Analysis,
+    band_text,
+    display_copy,
+    export_report,
+    model_rows,
+    overlay_rgba,
+    reports_folder,
+    user_message,
+)
+from edge_app.errors import CorruptImageError, ImageReadError
+from edge_app.radiograph import Radiograph, load_study
+from edge_app.runtime import VERDICTS, Prediction, StudyPrediction
+
+REPO = Path(__file__).resolve().parents[1]
+WINDOW_SIZE = (1000, 700)  # edge_app.app._configure_kivy
+STUDY_ENTRY_SELECTED = (51, 102, 173)  # StudyEntry's "down" colour in edge_app.app_ui
+BANNER = (115, 31, 36)  # the error banner's colour in edge_app.app_ui
+
+
+# --------------------------------------------------------------------------- helpers, no window
+
+
+def _prediction(source: str, probability: float, verdict: str, shape=(40, 60)) -> Prediction:
+    heatmap = np.zeros(shape, dtype=np.float32)
+    heatmap[10:20, 20:40] = 1.0
+    return Prediction(source, probability, 0.0, verdict, heatmap=heatmap)
+
+
+def _radiograph(source: str, shape=(40, 60)) -> Radiograph:
+    pixels = np.linspace(0, 1, shape[0] * shape[1], dtype=np.float32).reshape(shape)
+    return Radiograph(pixels=pixels, source=source, kind="image")
+
+
+def test_export_writes_the_shown_images_overlay_and_the_result(tmp_path):
+    images = [_prediction("a.png", 0.9, "fracture"), _prediction("b.png", 0.1, "no_fracture")]
+    study = StudyPrediction("scans", images, 0.5, "uncertain")
+    analysis = Analysis(Path("scans"), [_radiograph("a.png"), _radiograph("b.png")], study)
+    info = {"name": "m", "test_auroc": 0.9}
+    first = export_report(analysis, 1, info, tmp_path / "out", 0.5, heatmap_shown=True)
+    again = export_report(analysis, 1, info, tmp_path / "out", 0.5, heatmap_shown=False)
+    assert first.image != again.image and first.json != again.json  # never overwrites
+    assert first.image.name.startswith("scans-image2-")
+    report = json.loads(first.json.read_text())
+    assert report["prediction"] == study.to_json()
+    assert report["shown_image"]["index"] == 1 and report["shown_image"]["path"] == "b.png"
+    assert report["shown_image"]["overlay"] == first.image.name
+    assert report["model"] == info
+    heated, plain = (np.asarray(Image.open(f.image)) for f in (first, again))
+    assert heated.shape == plain.shape == (40, 60, 3)
+    assert not np.array_equal(heated[10:20, 20:40], plain[10:20, 20:40])
+    assert np.array_equal(heated[:5], plain[:5])  # cold regions keep the radiograph
+
+
+def test_reports_folder_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("FRACTURE_EDGE_REPORTS", str(tmp_path / "r"))
+    assert reports_folder() == tmp_path / "r"
+    assert reports_folder(tmp_path / "phone") == tmp_path / "r"
+    monkeypatch.delenv("FRACTURE_EDGE_REPORTS")
+    assert reports_folder() == Path.home() / "FractureEdge-reports"
+    assert reports_folder(tmp_path / "phone") == tmp_path / "phone"
+
+
+def test_display_copy_shrinks_large_images_only():
+    pixels = np.random.default_rng(0).random((3000, 1500), dtype=np.float32)
+    small, heatmap = display_copy(pixels, pixels, max_side=1024)
+    assert small.shape == heatmap.shape == (1024, 512)
+    assert abs(float(small.mean()) - float(pixels.mean())) < 1e-3
+    same, none = display_copy(pixels[:100, :80], None)
+    assert same.shape == (100, 80) and none is None
+
+
+def test_overlay_rgba_is_opaque_rgba():
+    rgba = overlay_rgba(np.zeros((3, 5), np.float32), np.ones((3, 5), np.float32), 0.5)
+    assert rgba.shape == (3, 5, 4) and rgba.dtype == np.uint8 and (rgba[..., 3] == 255).all()
+
+
+def test_model_rows_and_bands_read_describe():
+    info = {
+        "name": "fracture-lite0-int8",
+        "architecture": "tf_efficientnet_lite0",
+        "quantization": "int8",
+        "input_size": 224,
+        "created": "2026-11-27T04:15:34+00:00",
+        "val_auroc": 0.8998,
+        "test_auroc": 0.9219,
+        "test_auroc_ci95": [0.8861, 0.9517],
+    }
+    rows = dict(model_rows(info))
+    assert rows["Test AUROC"] == "0.922  (95 % CI 0.886–0.952)"
+    assert rows["Validation AUROC"] == "0.900" and rows["Input"] == "224 px"
+    assert rows["Created"] == "2026-11-27 04:15:34"
+    assert dict(model_rows({}))["Test AUROC"] == "—"
+    assert band_text({"doubt": 0.055, "fracture": 0.425}).startswith(
+        "fracture ≥ 42.5 % · review ≥ 5.5 %"
+    )
+
+
+def test_user_message_keeps_the_loaders_message_and_flags_bugs(caplog):
+    assert user_message(CorruptImageError("x.jpg cannot be decoded")) == "x.jpg cannot be decoded"
+    assert "Permission denied" in user_message(PermissionError(13, "Permission denied", "x.jpg"))
+    with caplog.at_level("ERROR"):
+        message = user_message(KeyError("oops"))
+    assert "Unexpected error (KeyError" in message and "report" in message
+    assert caplog.records[0].exc_info is not None  # a bug keeps its traceback in the log
+
+
+# --------------------------------------------------------------------------- the window
+
+
+@pytest.fixture(scope="module")
+def xvfb_run() -> str:
+    if importlib.util.find_spec("kivy") is None:
+        pytest.skip("the app needs Kivy: pip install 'fracture-edge[app]'")
+    found = shutil.which("xvfb-run")
+    if found is None:
+        pytest.skip("a headless window needs xvfb-run: apt-get install xvfb xauth")
+    return found
+
+
+@dataclass
+class AppRun:
+    returncode: int
+    output: str  # stdout and stderr
+
+    def payloads(self, tag: str) -> list[str]:
+        prefix = tag + " "
+        return [line[len(prefix) :] for line in self.output.splitlines() if line.startswith(prefix)]
+
+    def json(self, tag: str) -> list[dict]:
+        return [json.loads(payload) for payload in self.payloads(tag)]
+
+
+def run_app(
+    xvfb_run: str,
+    bundle: Path,
+    paths: list[Path],
+    tmp_path: Path,
+    screenshot: Path | None = None,
+    auto_export: bool = False,
+) -> AppRun:
+    env = dict(os.environ, KIVY_HOME=str(tmp_path / "kivy-home"))
+    env["FRACTURE_EDGE_REPORTS"] = str(tmp_path / "reports")
+    env.pop("FRACTURE_EDGE_APP_AUTO_EXPORT", None)
+    if auto_export:
+        env["FRACTURE_EDGE_APP_AUTO_EXPORT"] = "1"
+    command = [xvfb_run, "-a", "-s", "-screen 0 1280x800x24", sys.executable, "-m"]
+    command += ["edge_app.app_cli", "--model", str(bundle), "--exit-after", "0.1"]
+    command += ["--screenshot", str(screenshot)] if screenshot else []
+    command += [str(path) for path in paths]
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=env, cwd=REPO, timeout=180, check=False
+    )
+    run = AppRun(result.returncode, result.stdout + result.stderr)
+    assert run.returncode == 0, run.output
+    assert "Traceback" not in run.output, run.output
+    return run
+
+
+def _pixels_near(image: Image.Image, colour: tuple[int, ...], box=None, tolerance=12) -> int:
+    region = np.asarray((image.crop(box) if box else image).convert("RGB"), dtype=np.int16)
+    return int((np.abs(region - np.array(colour[:3])) <= tolerance).all(axis=2).sum())
+
+
+def _side_panel(image: Image.Image) -> tuple[int, int, int, int]:
+    width, height = image.size
+    return int(width * 0.65), int(height * 0.1), width, height
+
+
+def _rgb255(colour: tuple[float, ...]) -> tuple[int, ...]:
+    return tuple(round(255 * c) for c in colour[:3])
+
+
+@pytest.mark.slow
+def test_app_shows_the_verdict_and_saves_a_screenshot(
+    xvfb_run, tiny_bundle, tmp_path, save_jpeg, make_radiograph
+):
+    image = save_jpeg(tmp_path / "wrist.jpg", make_radiograph(240, 300))
+    screenshot = tmp_path / "shots" / "app.png"
+    run = run_app(xvfb_run, tiny_bundle, [image], tmp_path, screenshot=screenshot)
+    [verdict] = run.json("VERDICT")
+    assert verdict["path"] == str(image) and verdict["verdict"] in VERDICTS
+    assert 0 <= verdict["fracture_probability"] <= 1
+    assert run.payloads("SCREENSHOT") == [str(screenshot)]
+    shot = Image.open(screenshot)
+    assert shot.size == WINDOW_SIZE
+    assert float(np.asarray(shot.convert("L"), dtype=np.float32).std()) > 20
+    # the verdict badge, in its verdict's colour; no study list for a single image
+    assert _pixels_near(shot, _rgb255(VERDICT_COLOURS[verdict["verdict"]])) > 8000
+    assert _pixels_near(shot, STUDY_ENTRY_SELECTED, _side_panel(shot)) < 500
+
+
+@pytest.mark.slow
+def test_a_corrupt_file_shows_the_loaders_message(xvfb_run, tiny_bundle, tmp_path):
+    bad = tmp_path / "scan.jpg"
+    bad.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ImageReadError) as expected:
+        load_study(bad)
+    screenshot = tmp_path / "error.png"
+    run = run_app(xvfb_run, tiny_bundle, [bad], tmp_path, screenshot=screenshot)
+    assert run.payloads("ERROR") == [str(expected.value)]
+    assert run.payloads("VERDICT") == []
+    assert _pixels_near(Image.open(screenshot), BANNER) > 5000  # the message is on screen
+
+
+@pytest.mark.slow
+def test_an_invalid_bundle_shows_a_message(xvfb_run, tmp_path, save_jpeg, make_radiograph):
+    bundle = tmp_path / "not-a-bundle"
+    bundle.mkdir()
+    image = save_jpeg(tmp_path / "hand.jpg", make_radiograph(120, 100))
+    run = run_app(xvfb_run, bundle, [image], tmp_path)
+    errors = run.payloads("ERROR")
+    assert errors and "is not a model bundle: model_card.json is missing" in errors[0]
+    assert run.payloads("VERDICT") == []
+
+
+@pytest.mark.slow
+def test_a_folder_is_one_study_with_a_list_and_exports_a_report(
+    xvfb_run, tiny_bundle, tmp_path, save_jpeg, make_radiograph
+):
+    folder = tmp_path / "study"
+    for index in range(2):
+        save_jpeg(folder / f"view{index}.jpg", make_radiograph(200, 160 + 40 * index, index))
+    screenshot = tmp_path / "study.png"
+    run = run_app(
+        xvfb_run, tiny_bundle, [folder], tmp_path, screenshot=screenshot, auto_export=True
+    )
+    [verdict] = run.json("VERDICT")
+    assert verdict["images"] == 2
+    names = [Path(image["path"]).name for image in verdict["per_image"]]
+    assert names == ["view0.jpg", "view1.jpg"]
+    shot = Image.open(screenshot)
+    assert _pixels_near(shot, STUDY_ENTRY_SELECTED, _side_panel(shot)) > 5000  # the list
+    [files] = run.json("REPORT")
+    image, report_json = Path(files["image"]), Path(files["json"])
+    assert image.parent == report_json.parent == tmp_path / "reports"
+    assert Image.open(image).size == (160, 200)  # the shown (first) image, full resolution
+    report = json.loads(report_json.read_text())
+    assert report["prediction"] == verdict
+    card = json.loads((tiny_bundle / "model_card.json").read_text())
+    assert report["model"]["sha256"] == card["model_sha256"]
+    assert report["shown_image"]["index"] == 0
