@@ -51,8 +51,32 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class NoDisplayError(FractureEdgeError):
+    """A desktop app was asked for on a Linux machine without a screen."""
+
+
+def check_display(environ=None, platform: str = sys.platform) -> None:
+    """Refuse to start on Linux with neither X11 nor Wayland: SDL would open an invisible
+    window and the app would wait forever. Android and other systems are not checked."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    if not platform.startswith("linux") or "ANDROID_ARGUMENT" in environ:
+        return
+    if not (environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY")):
+        raise NoDisplayError(
+            "no screen found (DISPLAY and WAYLAND_DISPLAY are unset). On a headless machine run "
+            "the app on a virtual screen: `xvfb-run -a fracture-edge app ... --screenshot "
+            "app.png --exit-after 10` (Debian: apt-get install xvfb xauth libgl1 "
+            "libgl1-mesa-dri libmtdev1), or score files without a window: `fracture-edge "
+            "predict PATH...`"
+        )
+
+
 def _app(args: argparse.Namespace) -> int:
     from edge_app.app import run_app  # imports no Kivy: run_app configures it first
+
+    check_display()
 
     return run_app(args.model, args.paths, args.screenshot, args.exit_after)
 

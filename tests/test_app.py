@@ -265,3 +265,14 @@ def test_a_folder_is_one_study_with_a_list_and_exports_a_report(
     card = json.loads((tiny_bundle / "model_card.json").read_text())
     assert report["model"]["sha256"] == card["model_sha256"]
     assert report["shown_image"]["index"] == 0
+
+
+def test_no_screen_is_a_clear_error_not_a_hang():
+    from edge_app.app_cli import NoDisplayError, check_display
+
+    with pytest.raises(NoDisplayError, match="xvfb-run"):
+        check_display({}, "linux")
+    check_display({"DISPLAY": ":99"}, "linux")
+    check_display({"WAYLAND_DISPLAY": "wayland-0"}, "linux")
+    check_display({}, "darwin")  # macOS and Windows have a screen of their own
+    check_display({"ANDROID_ARGUMENT": "x"}, "linux")
