@@ -26,6 +26,7 @@ _EXTRA_OF_MODULE = {
     "onnx2tf": "compress",
     "tensorflow": "compress",
     "optuna": "compress",
+    "gradio": "web",
     "onnxruntime": "compress",
     "torch_pruning": "compress",
 }
