@@ -8,10 +8,12 @@ Each trial takes a trained student checkpoint and:
 2. prunes it (:mod:`compress.prune`), re-estimates its BatchNorm statistics at the trial's
    input size on un-augmented training images, and, with ``finetune_epochs`` > 0, fine-tunes
    it with distillation at that size through the Trainer;
-3. screens it: the torch model's AUROC on a fixed validation subsample. A trial more than
-   ``prune_margin`` below the best screen so far is stopped before the expensive conversion
-   (Optuna's own pruners only serve single-objective studies, so the rule is applied here and
-   the trial is marked PRUNED);
+3. screens it: the torch model's AUROC on a fixed validation subsample, and its multiply-adds.
+   A trial is stopped before the expensive conversion when a completed trial of the same
+   quantisation mode needs no more multiply-adds and screened more than ``prune_margin``
+   higher: it cannot reach the Pareto front. (Optuna's own pruners only serve single-objective
+   studies, and "below the best AUROC" would stop exactly the small, fast models a phone
+   needs.) The trial is marked PRUNED;
 4. exports it through ONNX and onnx2tf, and measures the ``.tflite`` file itself: validation
    AUROC (LiteRT, all validation images), p50 latency of one ``invoke()`` on 1 thread, and its
    size in MB.
@@ -269,13 +271,19 @@ def run_trial(trial, settings: TuneSettings) -> tuple[float, float, float]:
     net, card, checkpoint = prepare_student(params, settings, work)
     trial.set_user_attr("checkpoint", str(checkpoint))
 
+    from compress.prune import count_params_and_macs
+
     screen = screen_auroc(net, card, settings)
+    macs = count_params_and_macs(net, int(params["input_size"]))[1]
     trial.set_user_attr("screen_auroc", screen)
-    best = _best_screen(trial.study, exclude=trial.number)
-    if best is not None and screen < best - settings.prune_margin:
+    trial.set_user_attr("macs", macs)
+    better = dominating_trial(trial.study, trial.number, params["mode"], screen, macs,
+                              settings.prune_margin)  # fmt: skip
+    if better is not None:
         shutil.rmtree(work, ignore_errors=True)
         raise optuna.TrialPruned(
-            f"screen AUROC {screen:.3f} is more than {settings.prune_margin} below {best:.3f}"
+            f"trial {better.number} needs no more multiply-adds and screened "
+            f"{better.user_attrs['screen_auroc']:.3f} > {screen:.3f} + {settings.prune_margin}"
         )
 
     deployable = DeployableNet(net)
@@ -301,14 +309,21 @@ def run_trial(trial, settings: TuneSettings) -> tuple[float, float, float]:
     return tuple(float(measured[name]) for name in OBJECTIVES)
 
 
-def _best_screen(study, exclude: int) -> float | None:
+def dominating_trial(study, number: int, mode: str, screen: float, macs: int, margin: float):
+    """A completed trial of ``mode`` with ≤ ``macs`` multiply-adds that screened more than
+    ``margin`` above ``screen``, or None."""
     optuna = _optuna()
-    screens = [
-        t.user_attrs["screen_auroc"]
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        if t.number != exclude and "screen_auroc" in t.user_attrs
-    ]
-    return max(screens) if screens else None
+    for other in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        attrs = other.user_attrs
+        if other.number == number or "screen_auroc" not in attrs or "macs" not in attrs:
+            continue
+        if (
+            other.params.get("mode") == mode
+            and attrs["macs"] <= macs
+            and attrs["screen_auroc"] > screen + margin
+        ):
+            return other
+    return None
 
 
 def optimise(settings: TuneSettings, trials: int) -> Any:

@@ -59,11 +59,12 @@ def test_hopeless_trial_is_pruned_before_conversion(tmp_path, monkeypatch):
         params={"student": "a", "input_size": 160, "prune_ratio": 0.0, "mode": "int8"},
         distributions=SPACE,
         values=[0.9, 8.0, 4.0],
-        user_attrs={"screen_auroc": 0.90},
+        user_attrs={"screen_auroc": 0.90, "macs": 1000},
     )
     study.add_trial(good)
     monkeypatch.setattr(tune, "prepare_student", lambda p, s, w: (None, {}, Path("ckpt")))
     monkeypatch.setattr(tune, "screen_auroc", lambda net, card, s: 0.80)
+    monkeypatch.setattr("compress.prune.count_params_and_macs", lambda net, size: (1, 2000))
 
     def no_conversion(*args, **kwargs):
         raise AssertionError("a hopeless trial must stop before the export")
@@ -75,6 +76,24 @@ def test_hopeless_trial_is_pruned_before_conversion(tmp_path, monkeypatch):
     last = study.trials[-1]
     assert last.state == optuna.trial.TrialState.PRUNED
     assert last.user_attrs["screen_auroc"] == 0.80
+
+
+def test_a_cheaper_trial_is_never_stopped_for_lower_auroc():
+    """Multi-objective: a smaller model may lose AUROC and still be on the Pareto front."""
+    study = optuna.create_study(directions=list(tune.DIRECTIONS))
+    params = {"student": "a", "input_size": 224, "prune_ratio": 0.0, "mode": "int8"}
+    study.add_trial(
+        optuna.trial.create_trial(
+            params=params,
+            distributions=SPACE,
+            values=[0.9, 12.0, 4.0],
+            user_attrs={"screen_auroc": 0.90, "macs": 1000},
+        )
+    )
+    assert tune.dominating_trial(study, 5, "int8", 0.80, 500, 0.03) is None  # cheaper
+    assert tune.dominating_trial(study, 5, "float16", 0.80, 2000, 0.03) is None  # other mode
+    assert tune.dominating_trial(study, 5, "int8", 0.88, 2000, 0.03) is None  # within margin
+    assert tune.dominating_trial(study, 5, "int8", 0.80, 2000, 0.03).number == 0
 
 
 def test_distinct_student_names_are_required():
