@@ -62,6 +62,17 @@ def tflite_latency(path, outputs=None, threads: int = 1, runs: int = 50, warmup:
 
 
 def peak_rss_mb() -> float:
-    """This process's peak resident set size so far, in MiB (Linux reports KiB, macOS bytes)."""
+    """This process's peak resident set size so far, in MiB.
+
+    On Linux from ``/proc/self/status`` (VmHWM): ``ru_maxrss`` of a forked child starts at its
+    parent's peak. Elsewhere ``ru_maxrss`` (Linux reports KiB, macOS bytes).
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024

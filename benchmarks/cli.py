@@ -1,0 +1,120 @@
+"""The ``bench`` verb of ``fracture-edge``. Kept apart from :mod:`fracture_edge.cli` so that
+``fracture-edge --help`` imports neither torch nor LiteRT: the handler imports the harness when
+it runs."""
+
+from __future__ import annotations
+
+import argparse
+
+SPEC_HELP = (
+    "artifacts to benchmark (default: 'default'): tflite:BUNDLE_DIR, torch:CHECKPOINT_DIR "
+    "(plus a CUDA row when CUDA is there), onnx:CHECKPOINT_DIR, arch:NAME@SIZE (random "
+    "weights: latency and size only), logits:CSV:COLUMN (accuracy only), or 'default' for "
+    "every models/*/ bundle, the four student checkpoints, arch:vgg16_bn@224, "
+    "arch:resnet50@224, arch:custom_cnn@224 and the four teacher logits columns"
+)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from benchmarks.bench import DEFAULT_DATA, DEFAULT_SPLIT, BenchConfig, run_bench
+
+    config = BenchConfig(
+        models=args.models,
+        out=args.out or "",
+        split=args.split or str(DEFAULT_SPLIT),
+        data=args.data or str(DEFAULT_DATA),
+        external=args.external,
+        labels=args.labels,
+        limit=args.limit,
+        repeats=args.repeats,
+        threads=args.threads,
+        runs=args.runs,
+        warmup=args.warmup,
+        heatmap_reference=args.heatmap_reference,
+        heatmap_images=args.heatmap_images,
+        speedup_reference=args.speedup_reference,
+        resamples=args.resamples,
+        seed=args.seed,
+        note=args.note or "",
+        cuda=args.cuda,
+    )
+    report = run_bench(config)
+    for row in report["rows"]:
+        auroc = (row["accuracy"] or {}).get("auroc")
+        latency = (row["latency"] or {}).get(str(config.threads[0]), {}).get("p50_ms")
+        print(
+            f"{row['name'][:50]:<50} AUROC {auroc if auroc is not None else 'n/a':<7} "
+            f"p50 {latency if latency is not None else 'n/a'} ms ({config.threads[0]} thr)"
+        )
+    print(f"report: {config.out}/report.md\njson:   {config.out}/report.json")
+    print(f"wall time: {report['wall_s']} s")
+    status = 0
+    for error in report["errors"]:
+        print(f"fracture-edge bench: error: {error}")
+        status = 1
+    if args.compare:
+        from benchmarks.compare import compare_reports, format_comparison, load_report
+
+        entries = compare_reports(load_report(args.compare), report, args.tolerance)
+        print(format_comparison(entries, args.tolerance))
+        status = max(status, int(any(entry["flagged"] for entry in entries)))
+    return status
+
+
+def add_bench_parser(verbs: argparse._SubParsersAction) -> None:
+    """Add ``fracture-edge bench`` to the top-level subparsers."""
+    bench = verbs.add_parser(
+        "bench",
+        help="accuracy, size, latency, memory and heatmaps of every artifact on the same images",
+        description="Score every artifact on the split's val and test images (originals through "
+        "the shared preprocessing), choose temperature and operating points on val, measure on "
+        "test; time each artifact in its own child process; write report.md, report.json and "
+        "plots. With --external DIR --labels CSV, score a labelled folder with each card's own "
+        "thresholds instead. See docs/benchmarks.md.",
+    )
+    bench.add_argument("--split", help="split CSV (default: splits/fracatlas-bd42f929f115.csv)")
+    bench.add_argument("--data", help="FracAtlas root (default: ../shared/data/fracatlas)")
+    bench.add_argument("--models", nargs="+", action="extend", metavar="SPEC", help=SPEC_HELP)
+    bench.add_argument("--out", help="output folder (default: benchmarks/reports/YYYY-MM-DD)")
+    bench.add_argument(
+        "--limit", type=int, help="quick run: a label-stratified N images per split (val, test)"
+    )
+    bench.add_argument("--repeats", type=int, default=5, help="latency repeats (median; 5)")
+    bench.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="default: 1 2")
+    bench.add_argument("--runs", type=int, default=50, help="timed calls per repeat (50)")
+    bench.add_argument("--warmup", type=int, default=10, help="untimed calls per repeat (10)")
+    bench.add_argument(
+        "--heatmap-reference",
+        metavar="CHECKPOINT",
+        help="torch checkpoint whose Grad-CAM the bundles' CAM is compared with (default: each "
+        "bundle card's source_checkpoint when it is on disk)",
+    )
+    bench.add_argument(
+        "--heatmap-images", type=int, default=100, help="test images with boxes to score (100)"
+    )
+    bench.add_argument(
+        "--speedup-reference",
+        default="arch:vgg16_bn@224",
+        metavar="SPEC",
+        help="the row speed-ups are relative to (default: arch:vgg16_bn@224)",
+    )
+    bench.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (2000)")
+    bench.add_argument("--seed", type=int, default=0, help="seed of --limit and the bootstrap")
+    bench.add_argument("--external", metavar="DIR", help="score a labelled folder instead")
+    bench.add_argument("--labels", metavar="CSV", help="with --external: file,fracture[,boxes]")
+    bench.add_argument(
+        "--cuda",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="add CUDA rows for torch checkpoints when CUDA is available (default: yes)",
+    )
+    bench.add_argument("--note", help="free text for the report (e.g. what else was running)")
+    bench.add_argument(
+        "--compare",
+        metavar="OTHER_REPORT_JSON",
+        help="after the run, compare its speed-ups with an earlier report.json",
+    )
+    bench.add_argument(
+        "--tolerance", type=float, default=0.05, help="--compare flags beyond this (0.05)"
+    )
+    bench.set_defaults(handler=_bench)

@@ -1,0 +1,460 @@
+"""``fracture-edge bench`` on a synthetic FracAtlas tree, a tiny bundle and a tiny checkpoint.
+
+The synthetic runs are fast (a few calls per latency repeat); timings themselves are never
+asserted. One real-data run (``realdata``, ``slow``) scores 40 test images of FracAtlas.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("timm")
+pytest.importorskip("ai_edge_litert")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("matplotlib")
+pytest.importorskip("pytorch_grad_cam")
+if importlib.util.find_spec("onnx2tf") is None:  # the tiny bundle is built with it
+    pytest.skip("onnx2tf is not installed (the compress extra)", allow_module_level=True)
+
+from benchmarks.bench import (  # noqa: E402
+    ROW_KEYS,
+    BenchConfig,
+    BenchError,
+    BenchImage,
+    LabelsFileError,
+    parse_boxes,
+    parse_spec,
+    read_external_labels,
+    resolve_specs,
+    run_bench,
+    stratified_subset,
+)
+from benchmarks.cli import add_bench_parser  # noqa: E402
+from benchmarks.compare import compare_reports, format_comparison, main  # noqa: E402
+from benchmarks.latency import peak_rss_mb  # noqa: E402
+from benchmarks.report import FIGURES, table_header  # noqa: E402
+from train.checkpoints import write_checkpoint  # noqa: E402
+from train.metrics import apply_temperature, auroc  # noqa: E402
+from train.models import create_model  # noqa: E402
+
+BOX = (0.5, 0.5, 0.5, 0.5)  # YOLO (cx, cy, w, h): the middle quarter
+FAST = {"repeats": 2, "runs": 3, "warmup": 1, "resamples": 50, "cuda": False}
+
+
+def _png(path: Path) -> bool:
+    return path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def atlas(tmp_path_factory, fracatlas_tree, atlas_image, make_radiograph) -> tuple[Path, Path]:
+    """16 images (8 val, 8 test, half fractured with a box), and a split file over them."""
+    folder = tmp_path_factory.mktemp("atlas")
+    images = [
+        atlas_image(
+            f"IMG{index:04d}.jpg",
+            index % 2 == 0,
+            make_radiograph(60 + 3 * index, 72, index, index),
+            regions=("hand",) if index % 4 < 2 else ("leg",),
+            flags={"hardware": int(index % 3 == 0)},
+            yolo=[BOX] if index % 2 == 0 else (),
+        )
+        for index in range(16)
+    ]
+    root = fracatlas_tree(folder / "fracatlas", images)
+    split = folder / "split.csv"
+    with open(split, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "split", "label", "group", "fold", "reason", "relpath"])
+        for index, image in enumerate(images):
+            folder_name = "Fractured" if image.fractured else "Non_fractured"
+            writer.writerow(
+                [
+                    image.name,
+                    "val" if index < 8 else "test",
+                    int(image.fractured),
+                    image.name,
+                    -1,
+                    "",
+                    f"images/{folder_name}/{image.name}",
+                ]
+            )
+    return root, split
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """The tiny bundle's weights (custom_cnn, seed 0) as a torch checkpoint."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)  # build_tiny_bundle's seed
+        model = create_model("custom_cnn").eval()
+    card = {
+        "name": "tiny-checkpoint",
+        "format": "fracture-edge-checkpoint",
+        "architecture": "custom_cnn",
+        "preprocessing": {"input_size": 64, "mean": 0.5, "std": 0.25, "fill": 0.0},
+        "operating_points": {"doubt": 0.3, "fracture": 0.7},
+    }
+    return write_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", model.state_dict(), card)
+
+
+@pytest.fixture(scope="module")
+def logits_csv(tmp_path_factory, atlas) -> Path:
+    _, split = atlas
+    path = tmp_path_factory.mktemp("logits") / "logits.csv"
+    rng = np.random.default_rng(0)
+    with open(split) as source, open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "split", "label", "teacher_custom_cnn_scratch"])
+        for row in csv.DictReader(source):
+            logit = 2.0 * int(row["label"]) - 1 + rng.normal()
+            writer.writerow([row["file"], row["split"], row["label"], f"{logit:.4f}"])
+    return path
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory, atlas, tiny_bundle, checkpoint, logits_csv) -> tuple[dict, Path]:
+    root, split = atlas
+    out = tmp_path_factory.mktemp("bench") / "report"
+    config = BenchConfig(
+        models=[
+            f"tflite:{tiny_bundle}",
+            f"torch:{checkpoint}",
+            f"onnx:{checkpoint}",
+            "arch:custom_cnn@64",
+            f"logits:{logits_csv}:teacher_custom_cnn_scratch",
+        ],
+        out=str(out),
+        split=str(split),
+        data=str(root),
+        threads=[1, 2],
+        heatmap_reference=str(checkpoint),
+        speedup_reference="arch:custom_cnn@64",
+        **FAST,
+    )
+    run_bench(config)
+    return json.loads((out / "report.json").read_text()), out
+
+
+def _row(report: dict, kind: str) -> dict:
+    return next(row for row in report["rows"] if row["kind"] == kind)
+
+
+# --------------------------------------------------------------------------- (a) the report
+
+
+def test_report_writes_markdown_json_and_every_plot(bench):
+    report, out = bench
+    assert (out / "report.md").is_file()
+    for name in FIGURES.values():
+        assert _png(out / name), name
+    assert set(report["figures"]) == set(FIGURES)
+
+
+def test_every_row_has_every_column(bench):
+    report, out = bench
+    assert [row["kind"] for row in report["rows"]] == ["tflite", "torch", "onnx", "arch", "logits"]
+    for row in report["rows"]:
+        assert set(ROW_KEYS) <= set(row), row["id"]
+    markdown = (out / "report.md").read_text().splitlines()
+    header = "| " + " | ".join(table_header(report)) + " |"
+    start = markdown.index(header)
+    table = markdown[start : start + 2 + len(report["rows"])]
+    assert all(line.count(" | ") == header.count(" | ") for line in table)
+    for row in report["rows"]:
+        assert any(line.startswith(f"| {row['name']} |") for line in table)
+
+
+def test_rows_with_weights_score_the_same_images(bench):
+    report, _ = bench
+    images = report["images"]
+    assert len(images) == 16
+    for row in report["rows"]:
+        if row["kind"] == "arch":
+            assert row["logits"] is None and row["accuracy"] is None
+            assert row["accuracy_note"] == "n/a (no weights here)"
+            assert row["file_mb"] > 0  # fp32 parameter bytes
+            continue
+        assert len(row["logits"]) == len(images)
+        assert row["accuracy"]["counts"] == {"images": 8, "fractured": 4}
+        assert set(row["accuracy"]["operating_points"]) == {"doubt", "fracture"}
+    tflite, torch_row, onnx = _row(report, "tflite"), _row(report, "torch"), _row(report, "onnx")
+    # One model, three runtimes, the same shared preprocessing: the same logits.
+    np.testing.assert_allclose(tflite["logits"], torch_row["logits"], atol=1e-3)
+    np.testing.assert_allclose(onnx["logits"], torch_row["logits"], atol=1e-3)
+    logits_row = _row(report, "logits")
+    assert logits_row["latency"] is None and logits_row["latency_note"] == "n/a (GPU run)"
+    assert logits_row["teacher"] and logits_row["accuracy"]["subgroups"]["region"]
+
+
+def test_heatmaps_pointing_game_and_cam_agreement(bench):
+    report, _ = bench
+    for kind in ("tflite", "torch", "onnx"):
+        heatmap = _row(report, kind)["heatmap"]
+        assert heatmap["pointing_game"]["evaluated"] == 4  # the test images with boxes
+    agreement = _row(report, "tflite")["heatmap"]["agreement"]
+    # Same weights: the in-graph CAM is Grad-CAM up to scale (train/gradcam.py's docstring).
+    assert agreement["images"] == 4 and agreement["pearson_median"] > 0.9
+
+
+def test_latency_rows_carry_every_repeat_and_their_own_peak_rss(bench):
+    report, _ = bench
+    for row in report["rows"]:
+        if row["kind"] == "logits":
+            continue
+        assert set(row["latency"]) == {"1", "2"}
+        for values in row["latency"].values():
+            assert len(values["repeats"]) == 2 and values["repeats"][0]["runs"] == 3
+        assert 0 < row["rss_after_import_mb"] <= row["peak_rss_mb"]
+    # The LiteRT child's peak is its own, not this (torch-laden) process's.
+    assert _row(report, "tflite")["peak_rss_mb"] < peak_rss_mb()
+
+
+# --------------------------------------------------------------------------- (c) speed-ups
+
+
+def test_speedup_is_reference_latency_over_row_latency(bench):
+    report, _ = bench
+    assert report["speedup_reference"] == {"id": "arch:custom_cnn@64", "measured": True}
+    reference = _row(report, "arch")["latency"]
+    for row in report["rows"]:
+        if row["latency"] is None:
+            assert row["speedup"] is None
+            continue
+        for threads, value in row["speedup"].items():
+            expected = reference[threads]["p50_ms"] / row["latency"][threads]["p50_ms"]
+            assert value == pytest.approx(expected, rel=1e-3)
+    assert _row(report, "arch")["speedup"] == {"1": 1.0, "2": 1.0}
+
+
+def test_missing_speedup_reference_says_so(tmp_path, atlas, tiny_bundle):
+    root, split = atlas
+    config = BenchConfig(
+        models=[f"tflite:{tiny_bundle}"],
+        out=str(tmp_path / "report"),
+        split=str(split),
+        data=str(root),
+        limit=3,
+        threads=[1],
+        heatmap_images=0,
+        **{**FAST, "repeats": 1},
+    )
+    row = run_bench(config)["rows"][0]
+    assert row["speedup"] is None
+    assert row["speedup_note"] == "n/a (arch:vgg16_bn@224 not measured in this run)"
+    assert row["heatmap"] is None and "no test image with boxes" in row["heatmap_note"]
+
+
+# --------------------------------------------------------------------------- (d) compare
+
+
+def test_compare_flags_a_speedup_that_moved_more_than_five_percent(bench, tmp_path, capsys):
+    report, out = bench
+    later = json.loads(json.dumps(report))
+    _row(later, "tflite")["speedup"]["1"] *= 1.07  # flagged
+    _row(later, "onnx")["speedup"]["1"] *= 1.03  # within ±5 %
+    entries = {(e["id"].split(":")[0], e["threads"]): e for e in compare_reports(report, later)}
+    assert entries[("tflite", "1")]["flagged"] and entries[("tflite", "1")]["ratio"] == 1.07
+    assert not entries[("onnx", "1")]["flagged"]
+    assert sum(e["flagged"] for e in entries.values()) == 1
+    assert "1 of" in format_comparison(list(entries.values()))
+    later_path = tmp_path / "later.json"
+    later_path.write_text(json.dumps(later))
+    assert main([str(out / "report.json"), str(later_path)]) == 1
+    assert "beyond ±5%" in capsys.readouterr().out
+    assert main([str(out / "report.json"), str(out / "report.json")]) == 0
+
+
+def test_compare_refuses_reports_with_different_references(bench, tmp_path, capsys):
+    report, out = bench
+    other = json.loads(json.dumps(report))
+    other["speedup_reference"]["id"] = "arch:vgg16_bn@224"
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps(other))
+    assert main([str(out / "report.json"), str(path)]) == 2
+    assert "different rows" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text("{}")
+    assert main([str(out / "report.json"), str(tmp_path / "bad.json")]) == 2
+
+
+# --------------------------------------------------------------------------- (b) external set
+
+
+@pytest.fixture(scope="module")
+def external(tmp_path_factory, make_radiograph, save_jpeg) -> tuple[Path, Path]:
+    """Eight images: three fractured (two with boxes), three not, two of unknown label."""
+    folder = tmp_path_factory.mktemp("external")
+    labels = ["1", "1", "1", "0", "0", "0", "", ""]
+    boxes = ["0.2 0.2 0.6 0.6", "0.1 0.1 0.3 0.3; 0.5 0.5 0.9 0.9", "", "", "", "", "", ""]
+    with open(folder / "labels.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "fracture", "boxes"])
+        for index, (label, box) in enumerate(zip(labels, boxes, strict=True)):
+            name = f"sub/x{index}.jpg"
+            save_jpeg(folder / "images" / name, make_radiograph(70, 50 + 5 * index, index, 7))
+            writer.writerow([name, label, box])
+    return folder / "images", folder / "labels.csv"
+
+
+def _run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    add_bench_parser(parser.add_subparsers(dest="verb", required=True))
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+def test_external_set_uses_card_thresholds_and_flag_rates(external, tiny_bundle, tmp_path, capsys):
+    folder, labels = external
+    out = tmp_path / "report"
+    argv = ["bench", "--external", str(folder), "--labels", str(labels), "--out", str(out)]
+    argv += ["--models", f"tflite:{tiny_bundle}", "--threads", "1", "--repeats", "1"]
+    argv += ["--runs", "2", "--warmup", "1", "--resamples", "50", "--no-cuda"]
+    assert _run_cli(argv) == 0
+    assert str(out / "report.md") in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    row = report["rows"][0]
+    accuracy, card = row["accuracy"], json.loads((tiny_bundle / "model_card.json").read_text())
+    known = np.array([image["label"] is not None for image in report["images"]])
+    labels_known = np.array([image["label"] for image in report["images"]])[known].astype(int)
+    logits = np.asarray(row["logits"])
+    assert accuracy["counts"] == {"images": 6, "fractured": 3}
+    assert accuracy["auroc"] == pytest.approx(auroc(labels_known, logits[known]), abs=1e-4)
+    assert "model card" in accuracy["thresholds_from"]
+    thresholds = card["operating_points"]
+    assert accuracy["operating_points"]["fracture"]["probability"] == thresholds["fracture"]
+    unknown = apply_temperature(logits[~known], card["calibration_temperature"])
+    flags = accuracy["flag_rate"]
+    assert flags["images"] == 2
+    assert flags["fracture"] == pytest.approx(np.mean(unknown >= thresholds["fracture"]))
+    assert flags["fracture"] + flags["uncertain"] + flags["no_fracture"] == pytest.approx(1)
+    assert row["heatmap"]["pointing_game"]["evaluated"] == 2  # the two rows with boxes
+    markdown = (out / "report.md").read_text()
+    assert "flag rate" in markdown and "labelled AUROC" in markdown
+    for name, file in FIGURES.items():
+        assert _png(out / file) == (name != "subgroups")
+
+
+def test_labels_csv_is_parsed_with_boxes(external):
+    folder, labels = external
+    images = read_external_labels(folder, labels)
+    assert [image.label for image in images] == [1, 1, 1, 0, 0, 0, None, None]
+    assert images[1].boxes == ((0.1, 0.1, 0.3, 0.3), (0.5, 0.5, 0.9, 0.9))
+    assert images[0].path == folder / "sub" / "x0.jpg"
+    assert parse_boxes(" 0 0 1 1 ;") == ((0.0, 0.0, 1.0, 1.0),)
+
+
+def _labels(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "labels.csv"
+    path.write_text(text)
+    return path
+
+
+def test_labels_csv_errors_are_clear(external, tmp_path):
+    folder, _ = external
+    with pytest.raises(LabelsFileError, match="lacks the column.*fracture"):
+        read_external_labels(folder, _labels(tmp_path, "file,label\nsub/x0.jpg,1\n"))
+    with pytest.raises(LabelsFileError, match="2 file.*not in.*gone.jpg, also_gone.png"):
+        read_external_labels(
+            folder, _labels(tmp_path, "file,fracture\nsub/x0.jpg,1\ngone.jpg,0\nalso_gone.png,\n")
+        )
+    with pytest.raises(LabelsFileError, match=r"line 2: fracture 'yes' is not 1, 0 or empty"):
+        read_external_labels(folder, _labels(tmp_path, "file,fracture\nsub/x0.jpg,yes\n"))
+    bad_boxes = "file,fracture,boxes\nsub/x0.jpg,1,0.1 0.2 0.3\nsub/x1.jpg,1,0.5 0.5 1.5 0.9\n"
+    bad_boxes += "sub/x2.jpg,1,0.6 0.5 0.2 0.9\n"
+    with pytest.raises(LabelsFileError, match="3 problem") as raised:
+        read_external_labels(folder, _labels(tmp_path, bad_boxes))
+    message = str(raised.value)
+    assert "line 2" in message and "expected 4" in message
+    assert "line 3" in message and "normalised" in message
+    assert "line 4" in message and "x0 < x1" in message
+    with pytest.raises(LabelsFileError, match="more than once"):
+        read_external_labels(
+            folder, _labels(tmp_path, "file,fracture\nsub/x0.jpg,1\nsub/x0.jpg,0\n")
+        )
+
+
+# --------------------------------------------------------------------------- specs, subsets
+
+
+def test_specs_parse_and_fail_with_the_valid_forms(tmp_path, tiny_bundle):
+    assert parse_spec("arch:vgg16_bn@224").input_size == 224
+    assert parse_spec(f"tflite:{tiny_bundle}").kind == "tflite"
+    with pytest.raises(BenchError, match="valid: custom_cnn"):
+        parse_spec("arch:vgg19@224")
+    with pytest.raises(BenchError, match="tflite:BUNDLE_DIR"):
+        parse_spec("tensorflow:model")
+    with pytest.raises(BenchError, match="not a checkpoint folder"):
+        parse_spec(f"torch:{tmp_path}")
+    (tmp_path / "l.csv").write_text("file,split,label,a\n")
+    with pytest.raises(BenchError, match="logits:CSV:COLUMN"):
+        parse_spec(f"logits:{tmp_path / 'l.csv'}")
+    with pytest.raises(BenchError, match="cannot score an external folder"):
+        resolve_specs([f"logits:{tmp_path / 'l.csv'}:a"], external=True)
+    defaults = [spec.text for spec in resolve_specs(["default"])]
+    assert {"arch:vgg16_bn@224", "arch:resnet50@224", "arch:custom_cnn@224"} <= set(defaults)
+
+
+def test_limit_takes_a_stratified_subset_per_split():
+    images = [
+        BenchImage(f"{split}{i}", split, int(i < 20), Path(f"{split}{i}"))
+        for split in ("val", "test")
+        for i in range(100)
+    ]
+    subset = stratified_subset(images, 10, seed=0)
+    for split in ("val", "test"):
+        members = [image for image in subset if image.split == split]
+        assert len(members) == 10
+        assert sum(image.label for image in members) == 2  # 20 % fractured, as in the split
+    assert stratified_subset(images, 10, seed=0) == subset
+    assert len(stratified_subset(images, 500)) == 200
+
+
+def test_config_rejects_half_an_external_set():
+    with pytest.raises(BenchError, match="go together"):
+        BenchConfig(external="folder")
+
+
+# --------------------------------------------------------------------------- real data
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_real_fracatlas_torch_checkpoint_and_teacher_logits(fracatlas_root, tmp_path):
+    run = Path(__file__).resolve().parents[1] / "models" / "checkpoints" / "gpu-2026-11-27"
+    folder, logits = run / "student_mobilenetv2_100_scratch", run / "logits.csv"
+    if not (folder / "model.safetensors").is_file() or not logits.is_file():
+        pytest.skip(f"the GPU run's checkpoint or logits are not in {run}")
+    teachers = ["teacher_vgg16_bn_scratch", "teacher_resnet50_scratch"]
+    config = BenchConfig(
+        models=[f"torch:{folder}", *[f"logits:{logits}:{name}" for name in teachers]],
+        out=str(tmp_path / "report"),
+        data=str(fracatlas_root),
+        limit=40,
+        threads=[1],
+        heatmap_images=10,
+        **{**FAST, "repeats": 1, "resamples": 200},
+    )
+    report = run_bench(config)
+    assert report["data"]["images_used"] == 80
+    torch_row = report["rows"][0]
+    for row in report["rows"]:
+        assert row["accuracy"]["counts"]["images"] == 40
+    assert torch_row["accuracy"]["auroc"] > 0.6
+    assert torch_row["heatmap"]["pointing_game"]["evaluated"] > 0
+    # Originals through the shared preprocessing vs the GPU run's cached canvases: the same
+    # model must give nearly the same logits, or training and deployment disagree on pixels.
+    from train.evaluate import load_logits_csv
+
+    rows, columns = load_logits_csv(logits)
+    by_file = dict(zip((r.file for r in rows), columns[folder.name], strict=True))
+    gpu = [by_file[image["file"]] for image in report["images"]]
+    assert np.corrcoef(gpu, torch_row["logits"])[0, 1] > 0.9
+    shutil.rmtree(tmp_path / "report")
