@@ -197,3 +197,23 @@ def test_colourmap_runs_cold_to_hot():
     colours = colourise(np.array([0.0, 1.0])).astype(int)
     assert colours[0, 2] > colours[0, 0]  # cold end is blue
     assert colours[1, 0] > colours[1, 2]  # hot end is red
+
+
+def test_heatmap_equals_bicubic_resizing_through_the_letterbox():
+    """The matrix interpolation gives what resizing the canvas and the crop with Pillow gives."""
+    from PIL import Image
+
+    def resize(values, height, width):
+        image = Image.fromarray(np.ascontiguousarray(values, dtype=np.float32), mode="F")
+        return np.asarray(image.resize((width, height), Image.Resampling.BICUBIC))
+
+    rng = np.random.default_rng(0)
+    cam = rng.normal(0, 1, (5, 5)).astype(np.float32)
+    for height, width in ((300, 200), (180, 260)):
+        geometry = letterbox_geometry(height, width, 160)
+        positive = np.maximum(cam, 0) / 2.0
+        canvas = np.clip(resize(positive, 160, 160), 0, 1)
+        expected = np.clip(resize(geometry.crop(canvas), height, width), 0, 1)
+        heatmap = heatmap_from_cam(cam, geometry, height, width, scale=2.0)
+        assert np.corrcoef(heatmap.ravel(), expected.ravel())[0, 1] > 0.99
+        assert np.abs(heatmap - expected).mean() < 0.02
