@@ -18,7 +18,6 @@ preprocessing) and these outputs, each found by its shape (see :mod:`edge_app.tf
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -35,6 +34,7 @@ import numpy as np
 
 from edge_app._optional import install_hint, require
 from edge_app.errors import FractureEdgeError, MissingDependencyError
+from edge_app.files import file_sha256
 from edge_app.preprocess import PreprocessConfig, preprocess
 
 torch = require("torch", "export models")
@@ -290,14 +290,6 @@ def cam_correlation(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- bundles
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def git_commit() -> str | None:

@@ -24,7 +24,6 @@ inflates the false-positive rate with n.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from edge_app.errors import ModelCardError
+from edge_app.files import file_sha256
 from edge_app.preprocess import LetterboxGeometry, PreprocessConfig, preprocess
 from edge_app.radiograph import Radiograph, load_study
 from edge_app.tflite import ModelFileError, TFLiteModel
@@ -49,14 +49,6 @@ CAM_OUTPUT = "cam"
 SUPPORTED_FORMAT_VERSION = 1
 #: Where the repository keeps the default bundle (``fracture-edge predict`` without --model).
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "models" / "fracture-lite0-int8"
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ RUNTIME_MODULES = [
     "edge_app._optional",
     "edge_app.preprocess",
     "edge_app.radiograph",
+    "edge_app.files",
     "edge_app.tflite",
     "edge_app.runtime",
     "edge_app.predict",

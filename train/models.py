@@ -17,13 +17,13 @@ Initialisation:
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 from pathlib import Path
 
 from edge_app._optional import require
 from edge_app.errors import FractureEdgeError
+from edge_app.files import file_sha256  # noqa: F401 (re-exported)
 from train.registry import BACKBONES, OFFLINE_IMAGENET, normalisation_for  # noqa: F401
 
 torch = require("torch", "build models")
@@ -169,14 +169,6 @@ def map_state_by_order(source: dict, target: dict) -> dict:
             )
         mapped[target_key] = value
     return mapped
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_state_file(path: str | Path, sha256: str | None = None) -> dict:
