@@ -106,13 +106,22 @@ def open_study(settings: TuneSettings, create: bool = True):
             return optuna.load_study(study_name=settings.study, storage=storage)
         except KeyError as error:
             raise TuneError(f"no study '{settings.study}' in {storage}") from error
-    return optuna.create_study(
-        study_name=settings.study,
-        storage=storage,
-        directions=list(DIRECTIONS),
-        sampler=optuna.samplers.TPESampler(seed=settings.seed + os.getpid() % 1000),
-        load_if_exists=True,
-    )
+    # Workers started together race to create the tables of a new storage ("table studies
+    # already exists" from SQLite); the loser retries and then joins the study.
+    for attempt in range(5):
+        try:
+            return optuna.create_study(
+                study_name=settings.study,
+                storage=storage,
+                directions=list(DIRECTIONS),
+                sampler=optuna.samplers.TPESampler(seed=settings.seed + os.getpid() % 1000),
+                load_if_exists=True,
+            )
+        except Exception as error:  # sqlalchemy's OperationalError/IntegrityError
+            if attempt == 4 or "already exists" not in str(error) and "UNIQUE" not in str(error):
+                raise
+            time.sleep(0.2 + 0.3 * attempt)
+    raise AssertionError("unreachable")
 
 
 # ----------------------------------------------------------------------------- one trial
