@@ -1032,6 +1032,17 @@ def _child_main(job_path: str) -> int:
     return 0
 
 
+def _paired_ratio(reference: dict, row: dict) -> float:
+    """Median over rounds of reference p50 / row p50 when both have one repeat per round
+    (interleaved), else the ratio of the medians."""
+    first, second = reference.get("repeats") or [], row.get("repeats") or []
+    if first and len(first) == len(second):
+        return statistics.median(
+            a["p50_ms"] / b["p50_ms"] for a, b in zip(first, second, strict=True)
+        )
+    return reference["p50_ms"] / row["p50_ms"]
+
+
 def speedups(rows: Sequence[dict], reference_id: str) -> dict[str, Any]:
     """Set each row's ``speedup`` to reference p50 / row p50, per thread count (same run)."""
     reference = next((r for r in rows if r["id"] == reference_id and r["latency"]), None)
@@ -1043,7 +1054,7 @@ def speedups(rows: Sequence[dict], reference_id: str) -> dict[str, Any]:
             row["speedup_note"] = f"n/a ({reference_id} not measured in this run)"
             continue
         row["speedup"] = {
-            threads: round(reference["latency"][threads]["p50_ms"] / values["p50_ms"], 4)
+            threads: round(_paired_ratio(reference["latency"][threads], values), 4)
             for threads, values in row["latency"].items()
             if threads in reference["latency"]
         }
@@ -1174,8 +1185,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         _unique_names(rows)
         _score_and_evaluate(planned, scorers, images, config)
         scorers.clear()  # free the parent's models before the children measure
-        for spec, row in planned:
-            _measure_latency(spec, row, config, onnx_paths.get(row["id"]))
+        measure_interleaved(planned, config, onnx_paths)
     reference = speedups(rows, config.speedup_reference)
     env["load_average_end"] = (
         [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
@@ -1255,27 +1265,58 @@ def _score_and_evaluate(planned, scorers, images, config: BenchConfig) -> None:
             row["heatmap_note"] = f"no {where} image with boxes in this run"
 
 
-def _measure_latency(spec: ArtifactSpec, row: dict, config: BenchConfig, onnx_path) -> None:
-    if spec.kind == "logits":
-        return
+def _latency_once(spec: ArtifactSpec, row: dict, config: BenchConfig, onnx_path) -> dict | None:
+    """One child, one repeat of every thread count; None (and the error noted) on failure."""
     logger.info("latency of %s", row["id"])
+    job = {**latency_job(spec, row, config, onnx_path), "repeats": 1}
     try:
-        result = run_latency_child(
-            latency_job(spec, row, config, onnx_path), config.child_timeout_s
-        )
+        return run_latency_child(job, config.child_timeout_s)
     except BenchError as error:
         logger.warning("%s", error)
         row["errors"].append(str(error))
+        return None
+
+
+def measure_interleaved(planned, config: BenchConfig, onnx_paths: dict) -> None:
+    """``config.repeats`` rounds; in each round every artifact runs once, in its own child.
+
+    Interleaving puts every artifact's k-th repeat next to the reference's k-th repeat in time,
+    so a slow drift in the machine's load hits both; :func:`speedups` takes the median of the
+    per-round ratios. Latency is the median over rounds of each round's p50.
+    """
+    results: dict[str, list[dict]] = {row["id"]: [] for _, row in planned}
+    for _ in range(config.repeats):
+        for spec, row in planned:
+            if spec.kind == "logits":
+                continue
+            result = _latency_once(spec, row, config, onnx_paths.get(row["id"]))
+            if result is not None:
+                results[row["id"]].append(result)
+    for spec, row in planned:
+        if spec.kind != "logits":
+            _merge_latency(spec, row, results[row["id"]])
+
+
+def _merge_latency(spec: ArtifactSpec, row: dict, results: list[dict]) -> None:
+    if not results:
         row["latency_note"] = "failed (see errors)"
         return
+    latency = {}
+    for threads in results[0]["latency"]:
+        rounds = [r["latency"][threads]["repeats"][0] for r in results if threads in r["latency"]]
+        latency[threads] = {
+            "p50_ms": round(statistics.median(r["p50_ms"] for r in rounds), 4),
+            "p95_ms": round(statistics.median(r["p95_ms"] for r in rounds), 4),
+            "repeats": rounds,
+        }
     row.update(
-        latency=result["latency"],
-        peak_rss_mb=result["peak_rss_mb"],
-        rss_after_import_mb=result["rss_after_import_mb"],
-        load_s=result["load_s"],
+        latency=latency,
+        peak_rss_mb=max(r["peak_rss_mb"] for r in results),
+        rss_after_import_mb=statistics.median(r["rss_after_import_mb"] for r in results),
+        load_s=statistics.median(r["load_s"] for r in results),
     )
     if spec.kind == "arch":
-        row["file_mb"] = round(result["parameter_bytes"] / 1e6, 3)
+        row["file_mb"] = round(results[0]["parameter_bytes"] / 1e6, 3)
 
 
 if __name__ == "__main__":

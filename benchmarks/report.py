@@ -239,9 +239,10 @@ def _column_lines(report: dict) -> list[str]:
         "sensitivity) and the *fracture* point (validation Youden J); κ is Cohen's kappa at the "
         "fracture point. Latency: one single-image call after "
         f"{config['warmup']} warm-up calls, p50 / p95 over {config['runs']} calls, median over "
-        f"{config['repeats']} repeats, each artifact in its own child process. Speed-up: "
-        "reference p50 / row p50 at the same thread count, in the same run. Peak RSS: the child "
-        "process's peak (runtime library + model + inference). Pointing game: heatmap maximum "
+        f"{config['repeats']} interleaved rounds (every artifact once per round, each in its own "
+        "child process). Speed-up: median over rounds of reference p50 / row p50 at the same "
+        "thread count, in the same run. Peak RSS: the highest child peak (runtime library + "
+        "model + inference). Pointing game: heatmap maximum "
         "inside a fracture box (original-image coordinates). CAM agreement: median Pearson r and "
         "top-10 % IoU between the bundle's in-graph CAM and the reference checkpoint's Grad-CAM.",
         "",

@@ -221,7 +221,10 @@ def test_latency_rows_carry_every_repeat_and_their_own_peak_rss(bench):
 # --------------------------------------------------------------------------- (c) speed-ups
 
 
-def test_speedup_is_reference_latency_over_row_latency(bench):
+def test_speedup_is_the_median_of_per_round_ratios(bench):
+    """Interleaved rounds: round k of the reference against round k of the artifact."""
+    import statistics
+
     report, _ = bench
     assert report["speedup_reference"] == {"id": "arch:custom_cnn@64", "measured": True}
     reference = _row(report, "arch")["latency"]
@@ -230,8 +233,12 @@ def test_speedup_is_reference_latency_over_row_latency(bench):
             assert row["speedup"] is None
             continue
         for threads, value in row["speedup"].items():
-            expected = reference[threads]["p50_ms"] / row["latency"][threads]["p50_ms"]
+            rounds = zip(
+                reference[threads]["repeats"], row["latency"][threads]["repeats"], strict=True
+            )
+            expected = statistics.median(a["p50_ms"] / b["p50_ms"] for a, b in rounds)
             assert value == pytest.approx(expected, rel=1e-3)
+            assert len(row["latency"][threads]["repeats"]) == report["config"]["repeats"]
     assert _row(report, "arch")["speedup"] == {"1": 1.0, "2": 1.0}
 
 
