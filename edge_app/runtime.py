@@ -127,14 +127,19 @@ class Prediction:
         return VERDICT_TEXT[self.verdict]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.source,
-            "fracture_probability": round(self.probability, 6),
-            "verdict": self.verdict,
-            "region": self.region,
-            "warnings": list(self.warnings),
-            "error": None,
-        }
+        return _record(self, warnings=list(self.warnings))
+
+
+def _record(result: Prediction | StudyPrediction, **extra: Any) -> dict[str, Any]:
+    """The ``predict --json`` contract's fields, then ``extra``, then ``error``."""
+    return {
+        "path": result.source,
+        "fracture_probability": round(result.probability, 6),
+        "verdict": result.verdict,
+        "region": result.region,
+        **extra,
+        "error": None,
+    }
 
 
 @dataclass
@@ -153,17 +158,13 @@ class StudyPrediction:
         return VERDICT_TEXT[self.verdict]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "path": self.source,
-            "fracture_probability": round(self.probability, 6),
-            "verdict": self.verdict,
-            "region": self.region,
-            "images": len(self.images),
-            "aggregation": self.aggregation,
-            "per_image": [image.to_json() for image in self.images],
-            "warnings": sorted({w for image in self.images for w in image.warnings}),
-            "error": None,
-        }
+        return _record(
+            self,
+            images=len(self.images),
+            aggregation=self.aggregation,
+            per_image=[image.to_json() for image in self.images],
+            warnings=sorted({w for image in self.images for w in image.warnings}),
+        )
 
 
 def softmax(values: np.ndarray) -> np.ndarray:
