@@ -36,6 +36,8 @@ from edge_app._optional import install_hint, require
 from edge_app.errors import FractureEdgeError, MissingDependencyError
 from edge_app.files import file_sha256
 from edge_app.preprocess import PreprocessConfig, preprocess
+from train.metrics import sigmoid
+from train.trainer import _git_commit
 
 torch = require("torch", "export models")
 nn = torch.nn
@@ -274,10 +276,6 @@ def tflite_outputs(path: str | Path, outputs: dict, images: np.ndarray, threads:
     return TFLiteModel(path, outputs=outputs, num_threads=threads).run_many(images)
 
 
-def sigmoid(values: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(values, dtype=np.float64)))
-
-
 def cam_correlation(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """Pearson correlation per image between two batches of flattened maps."""
     a = first.reshape(len(first), -1).astype(np.float64)
@@ -290,20 +288,6 @@ def cam_correlation(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- bundles
-
-
-def git_commit() -> str | None:
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return result.stdout.strip() or None if result.returncode == 0 else None
 
 
 @dataclass
@@ -422,7 +406,7 @@ def export_bundle(
             },
             "export": {
                 "command": command,
-                "commit": git_commit(),
+                "commit": _git_commit(),
                 "opset": OPSET,
                 "converter": "onnx2tf",
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
