@@ -5,6 +5,7 @@ it runs."""
 from __future__ import annotations
 
 import argparse
+import sys
 
 SPEC_HELP = (
     "artifacts to benchmark (default: 'default'): tflite:BUNDLE_DIR, torch:CHECKPOINT_DIR "
@@ -53,9 +54,18 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"fracture-edge bench: error: {error}")
         status = 1
     if args.compare:
-        from benchmarks.compare import compare_reports, format_comparison, load_report
+        from benchmarks.compare import (
+            ReportFileError,
+            compare_reports,
+            format_comparison,
+            load_report,
+        )
 
-        entries = compare_reports(load_report(args.compare), report, args.tolerance)
+        try:
+            entries = compare_reports(load_report(args.compare), report, args.tolerance)
+        except ReportFileError as error:
+            print(f"fracture-edge bench: error: --compare: {error}", file=sys.stderr)
+            return 2
         print(format_comparison(entries, args.tolerance))
         status = max(status, int(any(entry["flagged"] for entry in entries)))
     return status

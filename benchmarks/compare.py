@@ -1,11 +1,12 @@
 """Is a benchmark stable? Compare the speed-ups of two ``fracture-edge bench`` reports.
 
-A speed-up is the reference row's p50 over an artifact's p50 *measured in the same run*, so the
-machine's speed and most of its background load cancel out. Between two runs of the same
-artifacts each speed-up should therefore stay put: this prints ``new speed-up / old speed-up``
-per artifact and thread count and flags every ratio beyond ±5 % (``--tolerance``).
+A speed-up is the reference row's fastest call over an artifact's fastest call *measured in the
+same run*, so the machine's speed cancels out. Between two runs of the same artifacts each
+speed-up should therefore stay put: this prints ``new speed-up / old speed-up`` per artifact and
+thread count and flags every ratio beyond ±5 % (``--tolerance``). ``--p50`` compares the
+secondary speed-ups instead (median of per-round p50 ratios), which move with the host's load.
 
-    python -m benchmarks.compare OLD/report.json NEW/report.json
+    python -m benchmarks.compare OLD/report.json NEW/report.json [--p50]
     fracture-edge bench ... --compare OLD/report.json      # after a run, against this run
 
 Exit status: 0 when nothing is flagged, 1 when something is, 2 when a report is unusable.
@@ -42,20 +43,27 @@ def load_report(path: str | Path) -> dict[str, Any]:
     return report
 
 
-def _speedups(report: dict) -> dict[tuple[str, str], tuple[str, float]]:
+def _speedups(report: dict, key: str) -> dict[tuple[str, str], tuple[str, float]]:
     return {
         (row["id"], threads): (row["name"], value)
         for row in report["rows"]
-        for threads, value in (row.get("speedup") or {}).items()
+        for threads, value in (row.get(key) or {}).items()
     }
 
 
+def statistic(report: dict, p50: bool = False) -> str:
+    """What a report's ``speedup`` (or, with ``p50``, ``speedup_p50``) divides."""
+    if p50:
+        return "median of per-round p50 ratios"
+    return report["speedup_reference"].get("statistic", "p50")
+
+
 def compare_reports(
-    old: dict[str, Any], new: dict[str, Any], tolerance: float = TOLERANCE
+    old: dict[str, Any], new: dict[str, Any], tolerance: float = TOLERANCE, p50: bool = False
 ) -> list[dict[str, Any]]:
     """One entry per (artifact id, thread count) in either report: old and new speed-up, their
     ratio (new / old) and whether it lies beyond ``tolerance``; an artifact in only one report
-    has ratio None and is not flagged."""
+    has ratio None and is not flagged. ``p50`` compares ``speedup_p50`` instead."""
     if tolerance <= 0:
         raise ValueError(f"tolerance must be positive, got {tolerance}")
     old_reference = old["speedup_reference"]["id"]
@@ -65,7 +73,15 @@ def compare_reports(
             f"the reports measure speed-ups against different rows ({old_reference} vs "
             f"{new_reference}); rerun one with --speedup-reference {old_reference}"
         )
-    before, after = _speedups(old), _speedups(new)
+    if statistic(old) != statistic(new):
+        raise ReportFileError(
+            f"the reports' speed-ups divide different statistics ({statistic(old)} vs "
+            f"{statistic(new)}); rerun the older one with this version of fracture-edge bench"
+        )
+    key = "speedup_p50" if p50 else "speedup"
+    if p50 and not any(row.get(key) for row in old["rows"]):
+        raise ReportFileError("the older report has no p50 speed-ups (written before they were)")
+    before, after = _speedups(old, key), _speedups(new, key)
     entries = []
     for key in dict.fromkeys([*before, *after]):
         name = (after.get(key) or before[key])[0]
@@ -109,12 +125,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("old", help="the earlier report.json")
     parser.add_argument("new", help="the later report.json")
     parser.add_argument("--tolerance", type=float, default=TOLERANCE, help="default 0.05")
+    parser.add_argument(
+        "--p50", action="store_true", help="compare the median-of-p50 speed-ups instead"
+    )
     args = parser.parse_args(argv)
     try:
-        entries = compare_reports(load_report(args.old), load_report(args.new), args.tolerance)
+        old, new = load_report(args.old), load_report(args.new)
+        entries = compare_reports(old, new, args.tolerance, args.p50)
     except (FractureEdgeError, ValueError) as error:
         print(f"compare: error: {error}", file=sys.stderr)
         return 2
+    print(f"speed-ups: {statistic(new, args.p50)}")
     print(format_comparison(entries, args.tolerance))
     return 1 if any(entry["flagged"] for entry in entries) else 0
 

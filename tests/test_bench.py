@@ -221,25 +221,35 @@ def test_latency_rows_carry_every_repeat_and_their_own_peak_rss(bench):
 # --------------------------------------------------------------------------- (c) speed-ups
 
 
-def test_speedup_is_the_median_of_per_round_ratios(bench):
-    """Interleaved rounds: round k of the reference against round k of the artifact."""
+def test_speedup_divides_the_fastest_calls_and_keeps_the_p50_ratio(bench):
+    """Speed-up: fastest reference call / fastest row call over all rounds; speedup_p50: the
+    median over interleaved rounds of round k's reference p50 / round k's row p50."""
     import statistics
 
     report, _ = bench
-    assert report["speedup_reference"] == {"id": "arch:custom_cnn@64", "measured": True}
+    assert report["speedup_reference"] == {
+        "id": "arch:custom_cnn@64",
+        "measured": True,
+        "statistic": "fastest call",
+    }
     reference = _row(report, "arch")["latency"]
     for row in report["rows"]:
         if row["latency"] is None:
-            assert row["speedup"] is None
+            assert row["speedup"] is None and row["speedup_p50"] is None
             continue
         for threads, value in row["speedup"].items():
-            rounds = zip(
-                reference[threads]["repeats"], row["latency"][threads]["repeats"], strict=True
-            )
+            ours, theirs = row["latency"][threads], reference[threads]
+            assert len(ours["repeats"]) == report["config"]["repeats"]
+            for values in (ours, theirs):
+                fastest = min(r["min_ms"] for r in values["repeats"])
+                assert values["min_ms"] == pytest.approx(fastest, abs=1e-4)
+                assert 0 < values["min_ms"] <= values["p50_ms"] <= values["p95_ms"]
+            assert value == pytest.approx(theirs["min_ms"] / ours["min_ms"], rel=1e-3)
+            rounds = zip(theirs["repeats"], ours["repeats"], strict=True)
             expected = statistics.median(a["p50_ms"] / b["p50_ms"] for a, b in rounds)
-            assert value == pytest.approx(expected, rel=1e-3)
-            assert len(row["latency"][threads]["repeats"]) == report["config"]["repeats"]
+            assert row["speedup_p50"][threads] == pytest.approx(expected, rel=1e-3)
     assert _row(report, "arch")["speedup"] == {"1": 1.0, "2": 1.0}
+    assert _row(report, "arch")["speedup_p50"] == {"1": 1.0, "2": 1.0}
 
 
 def test_missing_speedup_reference_says_so(tmp_path, atlas, tiny_bundle):
@@ -290,6 +300,32 @@ def test_compare_refuses_reports_with_different_references(bench, tmp_path, caps
     assert "different rows" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text("{}")
     assert main([str(out / "report.json"), str(tmp_path / "bad.json")]) == 2
+
+
+def test_compare_refuses_an_older_report_that_divided_p50s(bench, tmp_path, capsys):
+    """Reports written before the fastest-call protocol have no statistic: they divided p50s."""
+    report, out = bench
+    older = json.loads(json.dumps(report))
+    del older["speedup_reference"]["statistic"]
+    for row in older["rows"]:
+        row.pop("speedup_p50")
+    path = tmp_path / "older.json"
+    path.write_text(json.dumps(older))
+    assert main([str(path), str(out / "report.json")]) == 2
+    assert "different statistics (p50 vs fastest call)" in capsys.readouterr().err
+
+
+def test_compare_p50_compares_the_secondary_speedups(bench, tmp_path, capsys):
+    report, out = bench
+    later = json.loads(json.dumps(report))
+    _row(later, "tflite")["speedup_p50"]["1"] *= 1.2
+    path = tmp_path / "later.json"
+    path.write_text(json.dumps(later))
+    assert main([str(out / "report.json"), str(path)]) == 0
+    assert main([str(out / "report.json"), str(path), "--p50"]) == 1
+    printed = capsys.readouterr().out
+    assert "speed-ups: median of per-round p50 ratios" in printed
+    assert "1.200  <-- beyond ±5%" in printed
 
 
 # --------------------------------------------------------------------------- (b) external set
