@@ -10,10 +10,11 @@ Artifacts are named by SPECs:
 - ``onnx:CHECKPOINT_DIR``: the checkpoint exported to ONNX (a temporary file) under ONNX Runtime;
 - ``arch:NAME@SIZE``: ``train.models.create_model(NAME)`` with random weights, latency and size
   only (teachers whose weights stay on the GPU machine; ``custom_cnn`` is the seed's floor);
+  ``onnx:arch:NAME@SIZE`` the same architecture exported to ONNX, under ONNX Runtime;
 - ``logits:CSV:COLUMN``: accuracy only, from per-image logits of a GPU run;
 - ``default``: the default list (every ``models/*/model_card.json`` bundle, the four student
-  checkpoints, ``arch:vgg16_bn@224``, ``arch:resnet50@224``, ``arch:custom_cnn@224`` and the four
-  teacher logits columns); other SPECs may follow it.
+  checkpoints, ``arch:`` and ``onnx:arch:`` rows of VGG16-BN and ResNet50 at 224,
+  ``arch:custom_cnn@224`` and the four teacher logits columns); other SPECs may follow it.
 
 Every artifact with weights scores the same images, read from the original files with
 :func:`edge_app.radiograph.load_radiograph` and prepared by the shared
@@ -71,7 +72,13 @@ DEFAULT_CHECKPOINTS = (
     f"{GPU_RUN}/student_mobilenetv2_100_scratch",
     f"{GPU_RUN}/rerun/student_mobilenetv2_100_scratch_kd",
 )
-DEFAULT_ARCHITECTURES = ("arch:vgg16_bn@224", "arch:resnet50@224", "arch:custom_cnn@224")
+DEFAULT_ARCHITECTURES = (
+    "arch:vgg16_bn@224",
+    "onnx:arch:vgg16_bn@224",
+    "arch:resnet50@224",
+    "onnx:arch:resnet50@224",
+    "arch:custom_cnn@224",
+)
 DEFAULT_LOGITS = f"{GPU_RUN}/logits.csv"
 TEACHER_COLUMNS = (
     "teacher_tf_efficientnet_lite2_imagenet",
@@ -131,6 +138,7 @@ class ArtifactSpec:
     target: str
     input_size: int | None = None
     column: str | None = None
+    random_weights: bool = False  # arch:NAME@SIZE and onnx:arch:NAME@SIZE: latency and size only
 
 
 def parse_spec(text: str) -> ArtifactSpec:
@@ -139,11 +147,13 @@ def parse_spec(text: str) -> ArtifactSpec:
     if not separator or kind not in KINDS or not rest:
         raise BenchError(
             f"artifact spec {text!r} is not understood; use one of tflite:BUNDLE_DIR, "
-            "torch:CHECKPOINT_DIR, onnx:CHECKPOINT_DIR, arch:NAME@SIZE, logits:CSV:COLUMN "
-            "or 'default'"
+            "torch:CHECKPOINT_DIR, onnx:CHECKPOINT_DIR, arch:NAME@SIZE, onnx:arch:NAME@SIZE, "
+            "logits:CSV:COLUMN or 'default'"
         )
     if kind == "arch":
         return _parse_arch(text, rest)
+    if kind == "onnx" and rest.startswith("arch:"):
+        return _parse_arch(text, rest.removeprefix("arch:"), "onnx")
     if kind == "logits":
         path, separator, column = rest.rpartition(":")
         if not separator or not path or not column:
@@ -158,7 +168,7 @@ def parse_spec(text: str) -> ArtifactSpec:
     return ArtifactSpec(text, kind, rest)
 
 
-def _parse_arch(text: str, rest: str) -> ArtifactSpec:
+def _parse_arch(text: str, rest: str, kind: str = "arch") -> ArtifactSpec:
     from train.registry import BACKBONES
 
     name, _, size = rest.partition("@")
@@ -170,7 +180,7 @@ def _parse_arch(text: str, rest: str) -> ArtifactSpec:
         raise BenchError(f"{text}: the size after '@' must be an integer, got {size!r}") from error
     if not 16 <= input_size <= 4096:
         raise BenchError(f"{text}: input size {input_size} is outside 16–4096")
-    return ArtifactSpec(text, "arch", name, input_size=input_size)
+    return ArtifactSpec(text, kind, name, input_size=input_size, random_weights=True)
 
 
 def default_spec_texts(external: bool = False) -> list[str]:
@@ -422,6 +432,7 @@ class BenchConfig:
     seed: int = 0
     note: str = ""
     cuda: bool = True
+    latency_only: bool = False
     child_timeout_s: float = 3600.0
 
     def __post_init__(self) -> None:
@@ -435,6 +446,8 @@ class BenchConfig:
             raise BenchError(f"--threads takes positive integers, got {self.threads}")
         if self.heatmap_images < 0:
             raise BenchError("--heatmap-images must be ≥ 0")
+        if self.latency_only and self.external:
+            raise BenchError("--latency-only reads no images: leave out --external and --labels")
         self.threads = list(dict.fromkeys(int(n) for n in self.threads))
 
 
@@ -450,12 +463,12 @@ def new_row(spec: ArtifactSpec, device: str = "cpu") -> dict[str, Any]:
         device=device if spec.kind != "logits" else "gpu (logits file)",
         source=spec.target,
         errors=[],
-        teacher=spec.kind == "arch" or (spec.column or "").startswith("teacher"),
+        teacher=spec.random_weights or (spec.column or "").startswith("teacher"),
     )
-    if spec.kind == "arch":
+    if spec.random_weights:
         row.update(
             name=f"{spec.target}@{spec.input_size} (random weights)",
-            format="torch fp32, architecture only",
+            format=f"{'onnx' if spec.kind == 'onnx' else 'torch'} fp32, architecture only",
             accuracy_note=NO_WEIGHTS,
             heatmap_note=NO_WEIGHTS,
             file_note="fp32 parameter bytes",
@@ -473,17 +486,20 @@ def new_row(spec: ArtifactSpec, device: str = "cpu") -> dict[str, Any]:
 
 
 def plan_rows(specs: Sequence[ArtifactSpec], cuda: bool) -> list[tuple[ArtifactSpec, dict]]:
-    """One row per spec, and a second (CUDA) row per torch spec when CUDA is there."""
+    """One row per spec, and a second (CUDA) row per torch or arch spec when CUDA is there."""
     planned = []
     for spec in specs:
         planned.append((spec, new_row(spec)))
-        if spec.kind == "torch" and cuda:
+        if spec.kind in TORCH_KINDS and cuda:
             planned.append((spec, new_row(spec, "cuda")))
     return planned
 
 
+TORCH_KINDS = ("torch", "arch")
+
+
 def cuda_available(specs: Sequence[ArtifactSpec], allowed: bool = True) -> bool:
-    if not allowed or not any(spec.kind == "torch" for spec in specs):
+    if not allowed or not any(spec.kind in TORCH_KINDS for spec in specs):
         return False
     import torch
 
@@ -889,18 +905,50 @@ def logits_of_images(spec: ArtifactSpec, images: Sequence[BenchImage]) -> np.nda
 
 def latency_job(spec: ArtifactSpec, row: dict, config: BenchConfig, onnx_path: Path | None):
     """The JSON a latency child reads; paths are absolute (the child runs in the repo root)."""
-    target = spec.target if spec.kind == "arch" else str(Path(spec.target).resolve())
+    target = spec.target if spec.random_weights else str(Path(spec.target).resolve())
     return {
         "kind": spec.kind,
         "target": str(onnx_path.resolve()) if spec.kind == "onnx" and onnx_path else target,
         "checkpoint": target if spec.kind == "onnx" else None,
         "input_size": spec.input_size,
         "device": row["device"],
-        "threads": config.threads,
+        # torch's CPU thread count does not change a CUDA call: time it once
+        "threads": config.threads[:1] if row["device"] == "cuda" else config.threads,
         "repeats": config.repeats,
         "runs": config.runs,
         "warmup": config.warmup,
     }
+
+
+HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
+
+
+def child_environment(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The latency children's environment: on Linux, glibc's malloc asks for transparent huge
+    pages (``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, glibc ≥ 2.35; older ones ignore it).
+
+    Without it, where the kernel gives huge pages only on request (THP ``madvise``, the common
+    default), a torch model's speed depends on where its process's allocations happened to land:
+    measured here, fresh processes running the same custom CNN had fastest calls of 38 or 50 ms
+    and kept them; with it, 39.5–42 ms. Every artifact gets the same setting.
+    """
+    env = dict(os.environ if base is None else base)
+    if sys.platform.startswith("linux"):
+        tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t]
+        if not any(t.startswith("glibc.malloc.hugetlb=") for t in tunables):
+            tunables.append(HUGEPAGE_TUNABLE)
+        env["GLIBC_TUNABLES"] = ":".join(tunables)
+    return env
+
+
+def transparent_hugepages() -> str | None:
+    """The kernel's THP mode (``always``, ``madvise`` or ``never``), None where unknown."""
+    try:
+        text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        return None
+    chosen = [word.strip("[]") for word in text.split() if word.startswith("[")]
+    return chosen[0] if chosen else None
 
 
 def run_latency_child(job: dict, timeout_s: float = 3600.0) -> dict:
@@ -912,6 +960,7 @@ def run_latency_child(job: dict, timeout_s: float = 3600.0) -> dict:
             finished = subprocess.run(
                 [sys.executable, "-m", "benchmarks.bench", "--latency-child", str(job_path)],
                 cwd=REPO_ROOT,
+                env=child_environment(),
                 capture_output=True,
                 text=True,
                 timeout=timeout_s,
@@ -1118,6 +1167,10 @@ def environment(note: str = "") -> dict[str, Any]:
             for name in ("numpy", "torch", "timm", "ai-edge-litert", "onnxruntime", "onnx")
         },
         "load_average_start": [round(v, 2) for v in load] if load else None,
+        "latency_children": {
+            "GLIBC_TUNABLES": child_environment().get("GLIBC_TUNABLES"),
+            "transparent_hugepages": transparent_hugepages(),
+        },
         "note": note,
     }
 
@@ -1146,6 +1199,20 @@ def _images_for(config: BenchConfig) -> tuple[list[BenchImage], dict[str, Any]]:
         images = stratified_subset(images, config.limit, config.seed)
     data.update(limit=config.limit, images_available=available, images_used=len(images))
     return images, data
+
+
+LATENCY_ONLY = "not measured (--latency-only)"
+
+
+def _latency_only(specs: Sequence[ArtifactSpec]) -> tuple[list, dict[str, Any]]:
+    """No images: size, latency and memory only (a phone, a GPU box without the data)."""
+    logits = [spec.text for spec in specs if spec.kind == "logits"]
+    if logits:
+        raise BenchError(
+            f"--latency-only: {', '.join(logits)} only hold logits, which have no latency; "
+            "leave them out"
+        )
+    return [], {"mode": "latency-only", "limit": None, "images_available": 0, "images_used": 0}
 
 
 def _heatmap_indices(images: Sequence[BenchImage], cap: int) -> set[int]:
@@ -1177,6 +1244,22 @@ def _build_scorer(spec: ArtifactSpec, row: dict, config: BenchConfig, work: Path
     return scorer
 
 
+def _architecture_onnx(spec: ArtifactSpec, work: Path) -> Path:
+    """``create_model(NAME)`` with the arch rows' seeded random weights, exported as the
+    checkpoints are (``DeployableNet``, opset 17): a teacher under ONNX Runtime without its
+    weights, whose latency does not depend on them."""
+    import torch
+
+    from compress.export import DeployableNet, export_onnx
+    from train.models import create_model
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = create_model(spec.target).eval()
+    work.mkdir(parents=True, exist_ok=True)
+    return export_onnx(DeployableNet(model), work / "model.onnx", spec.input_size)
+
+
 def _unique_names(rows: Sequence[dict]) -> None:
     """Tell apart rows of one artifact: ``NAME [onnx]``, ``NAME [cuda]``, then ``#2``…"""
     seen: set[str] = set()
@@ -1200,14 +1283,21 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
 
     started = time.time()
     specs = resolve_specs(config.models, external=bool(config.external))
-    images, data = _images_for(config)
+    if config.latency_only:
+        images, data = _latency_only(specs)
+    else:
+        images, data = _images_for(config)
     env = environment(config.note)
     planned = plan_rows(specs, cuda_available(specs, config.cuda))
     rows = [row for _, row in planned]
     with tempfile.TemporaryDirectory(prefix="fracture-edge-bench-") as work:
         scorers, onnx_paths = _prepare_scorers(planned, config, Path(work))
         _unique_names(rows)
-        _score_and_evaluate(planned, scorers, images, config)
+        if config.latency_only:
+            for row in rows:
+                row["accuracy_note"] = row["heatmap_note"] = LATENCY_ONLY
+        else:
+            _score_and_evaluate(planned, scorers, images, config)
         scorers.clear()  # free the parent's models before the children measure
         measure_interleaved(planned, config, onnx_paths)
     reference = speedups(rows, config.speedup_reference)
@@ -1243,7 +1333,11 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
 def _prepare_scorers(planned, config: BenchConfig, work: Path):
     scorers, onnx_paths = {}, {}
     for spec, row in planned:
-        if spec.kind in ("tflite", "torch", "onnx"):
+        if spec.kind == "onnx" and spec.random_weights:
+            onnx_paths[row["id"]] = _architecture_onnx(spec, work / f"arch-{len(onnx_paths)}")
+            row["file_mb"] = round(onnx_paths[row["id"]].stat().st_size / 1e6, 3)
+            row["file_note"] = "the exported .onnx (random weights)"
+        elif spec.kind in ("tflite", "torch", "onnx"):
             scorers[row["id"]] = _build_scorer(spec, row, config, work)
             if spec.kind == "onnx":
                 onnx_paths[row["id"]] = scorers[row["id"]].path
@@ -1262,7 +1356,7 @@ def _score_and_evaluate(planned, scorers, images, config: BenchConfig) -> None:
         every = subgroups_from_fracatlas(test_files, config.data)
         subgroups = {name: every[name] for name in ("region", "hardware")}
     for spec, row in planned:
-        if spec.kind == "arch":
+        if spec.random_weights:
             continue
         values = logits_of_images(spec, images) if spec.kind == "logits" else logits[row["id"]]
         row["logits"] = [round(float(v), 5) for v in values]
@@ -1291,14 +1385,16 @@ def _score_and_evaluate(planned, scorers, images, config: BenchConfig) -> None:
 
 def _latency_once(spec: ArtifactSpec, row: dict, config: BenchConfig, onnx_path) -> dict | None:
     """One child, one repeat of every thread count; None (and the error noted) on failure."""
-    logger.info("latency of %s", row["id"])
     job = {**latency_job(spec, row, config, onnx_path), "repeats": 1}
+    started = time.perf_counter()
     try:
-        return run_latency_child(job, config.child_timeout_s)
+        result = run_latency_child(job, config.child_timeout_s)
     except BenchError as error:
         logger.warning("%s", error)
         row["errors"].append(str(error))
         return None
+    logger.info("latency of %s: child done in %.1f s", row["id"], time.perf_counter() - started)
+    return result
 
 
 def measure_interleaved(planned, config: BenchConfig, onnx_paths: dict) -> None:
@@ -1309,7 +1405,8 @@ def measure_interleaved(planned, config: BenchConfig, onnx_paths: dict) -> None:
     per-round ratios. Latency is the median over rounds of each round's p50.
     """
     results: dict[str, list[dict]] = {row["id"]: [] for _, row in planned}
-    for _ in range(config.repeats):
+    for round_index in range(config.repeats):
+        logger.info("latency round %d of %d", round_index + 1, config.repeats)
         for spec, row in planned:
             if spec.kind == "logits":
                 continue

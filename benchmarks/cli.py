@@ -38,6 +38,7 @@ def _bench(args: argparse.Namespace) -> int:
         seed=args.seed,
         note=args.note or "",
         cuda=args.cuda,
+        latency_only=args.latency_only,
     )
     report = run_bench(config)
     for row in report["rows"]:
@@ -116,7 +117,14 @@ def add_bench_parser(verbs: argparse._SubParsersAction) -> None:
         "--cuda",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="add CUDA rows for torch checkpoints when CUDA is available (default: yes)",
+        help="add CUDA rows for torch checkpoints and architectures when CUDA is available "
+        "(default: yes)",
+    )
+    bench.add_argument(
+        "--latency-only",
+        action="store_true",
+        help="no images: size, latency and memory of the artifacts only (e.g. on a GPU machine "
+        "or a device without the data)",
     )
     bench.add_argument("--note", help="free text for the report (e.g. what else was running)")
     bench.add_argument(

@@ -176,7 +176,13 @@ def _data_lines(report: dict) -> list[str]:
     data = report["data"]
     images = report["images"]
     lines = ["## Data", ""]
-    if data["mode"] == "external":
+    if data["mode"] == "latency-only":
+        lines += [
+            "**Latency only (`--latency-only`)**: no images were read; size, latency and peak "
+            "RSS of each artifact on this machine. Accuracy of the same weights is in the full "
+            "report of a run with the data.",
+        ]
+    elif data["mode"] == "external":
         labelled = [i for i in images if i["label"] is not None]
         lines += [
             f"External folder `{data['external']}`, labels `{data['labels']}`: {len(images)} "
@@ -231,6 +237,12 @@ def _environment_lines(report: dict) -> list[str]:
                 "- **Timings were taken under load** (other jobs shared the CPU): absolute "
                 "milliseconds are pessimistic and noisy; compare speed-up ratios within this run."
             )
+    children = env.get("latency_children") or {}
+    if children.get("GLIBC_TUNABLES"):
+        lines.append(
+            f"- Latency children: `GLIBC_TUNABLES={children['GLIBC_TUNABLES']}` (malloc on "
+            f"transparent huge pages; kernel THP mode: {children.get('transparent_hugepages')})"
+        )
     if env.get("note"):
         lines.append(f"- Note: {env['note']}")
     lines.append(f"- Wall time of the run: {report['wall_s']} s")
@@ -258,6 +270,8 @@ def _column_lines(report: dict) -> list[str]:
 
 
 def _threshold_lines(report: dict) -> list[str]:
+    if not _accuracy_rows(report):
+        return []
     lines = ["## Operating points", ""]
     for row in _accuracy_rows(report):
         accuracy = row["accuracy"]
@@ -273,6 +287,8 @@ def _threshold_lines(report: dict) -> list[str]:
 
 
 def _heatmap_lines(report: dict) -> list[str]:
+    if report["data"]["mode"] == "latency-only":
+        return []
     lines = ["## Heatmaps", ""]
     for row in report["rows"]:
         heatmap = row["heatmap"]
@@ -395,6 +411,8 @@ def report_markdown(report: dict) -> str:
 
 
 def write_figures(report: dict, out_dir: Path) -> dict[str, Path]:
+    if report["data"]["mode"] == "latency-only":
+        return {}  # every figure plots accuracy; the table has the latencies
     figures = {
         "model_comparison": plot_model_comparison(report, out_dir / FIGURES["model_comparison"]),
         "pareto": plot_pareto(report, out_dir / FIGURES["pareto"]),

@@ -31,8 +31,10 @@ from benchmarks.bench import (  # noqa: E402
     BenchError,
     BenchImage,
     LabelsFileError,
+    child_environment,
     parse_boxes,
     parse_spec,
+    plan_rows,
     read_external_labels,
     resolve_specs,
     run_bench,
@@ -270,6 +272,73 @@ def test_missing_speedup_reference_says_so(tmp_path, atlas, tiny_bundle):
     assert row["heatmap"] is None and "no test image with boxes" in row["heatmap_note"]
 
 
+def test_latency_only_reads_no_images(tmp_path, tiny_bundle, checkpoint):
+    """No data folder at all: size, latency and RSS per artifact, no accuracy, no plots."""
+    config = BenchConfig(
+        models=[
+            "arch:custom_cnn@64",
+            "onnx:arch:custom_cnn@64",
+            f"tflite:{tiny_bundle}",
+            f"torch:{checkpoint}",
+        ],
+        out=str(tmp_path / "report"),
+        data=str(tmp_path / "no-such-folder"),
+        threads=[1],
+        speedup_reference="arch:custom_cnn@64",
+        latency_only=True,
+        **FAST,
+    )
+    report = run_bench(config)
+    assert report["data"]["mode"] == "latency-only" and report["images"] == []
+    assert report["errors"] == [] and report["figures"] == {}
+    for row in report["rows"]:
+        assert row["accuracy"] is None and row["heatmap"] is None
+        assert row["accuracy_note"] == "not measured (--latency-only)"
+        assert row["latency"]["1"]["p50_ms"] > 0 and row["peak_rss_mb"] > 0
+        assert row["file_mb"] > 0 and row["speedup"]["1"] > 0
+    onnx = report["rows"][1]
+    assert onnx["name"] == "custom_cnn@64 (random weights) [onnx]" and onnx["teacher"]
+    assert onnx["format"] == "onnx fp32, architecture only" and onnx["kind"] == "onnx"
+    assert onnx["file_note"] == "the exported .onnx (random weights)"
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Latency only (`--latency-only`)" in text and "## Operating points" not in text
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["report.json", "report.md"]
+
+
+def test_latency_only_refuses_logits_rows(tmp_path, logits_csv):
+    config = BenchConfig(
+        models=[f"logits:{logits_csv}:teacher_custom_cnn_scratch"],
+        out=str(tmp_path),
+        latency_only=True,
+        **FAST,
+    )
+    with pytest.raises(BenchError, match="only hold logits, which have no latency"):
+        run_bench(config)
+    with pytest.raises(BenchError, match="reads no images"):
+        BenchConfig(latency_only=True, external=str(tmp_path), labels=str(tmp_path / "l.csv"))
+
+
+def test_cuda_rows_for_checkpoints_and_architectures(tmp_path, tiny_bundle, checkpoint):
+    specs = resolve_specs(["arch:vgg16_bn@224", f"torch:{checkpoint}", f"tflite:{tiny_bundle}"])
+    ids = [row["id"] for _, row in plan_rows(specs, cuda=True)]
+    assert ids == [
+        "arch:vgg16_bn@224",
+        "arch:vgg16_bn@224@cuda",
+        f"torch:{checkpoint}",
+        f"torch:{checkpoint}@cuda",
+        f"tflite:{tiny_bundle}",
+    ]
+    assert [row["id"] for _, row in plan_rows(specs, cuda=False)] == ids[::2]
+
+
+def test_latency_children_ask_malloc_for_huge_pages():
+    assert child_environment({})["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1"
+    kept = child_environment({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2", "X": "1"})
+    assert kept == {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1", "X": "1"}
+    mine = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}
+    assert child_environment(mine) == mine  # a user's own choice stays
+
+
 # --------------------------------------------------------------------------- (d) compare
 
 
@@ -429,6 +498,15 @@ def test_labels_csv_errors_are_clear(external, tmp_path):
 
 def test_specs_parse_and_fail_with_the_valid_forms(tmp_path, tiny_bundle):
     assert parse_spec("arch:vgg16_bn@224").input_size == 224
+    teacher_onnx = parse_spec("onnx:arch:resnet50@192")
+    assert (teacher_onnx.kind, teacher_onnx.target, teacher_onnx.input_size) == (
+        "onnx",
+        "resnet50",
+        192,
+    )
+    assert teacher_onnx.random_weights and not parse_spec(f"tflite:{tiny_bundle}").random_weights
+    with pytest.raises(BenchError, match="valid: custom_cnn"):
+        parse_spec("onnx:arch:vgg19@224")
     assert parse_spec(f"tflite:{tiny_bundle}").kind == "tflite"
     with pytest.raises(BenchError, match="valid: custom_cnn"):
         parse_spec("arch:vgg19@224")
@@ -442,7 +520,13 @@ def test_specs_parse_and_fail_with_the_valid_forms(tmp_path, tiny_bundle):
     with pytest.raises(BenchError, match="cannot score an external folder"):
         resolve_specs([f"logits:{tmp_path / 'l.csv'}:a"], external=True)
     defaults = [spec.text for spec in resolve_specs(["default"])]
-    assert {"arch:vgg16_bn@224", "arch:resnet50@224", "arch:custom_cnn@224"} <= set(defaults)
+    assert {
+        "arch:vgg16_bn@224",
+        "onnx:arch:vgg16_bn@224",
+        "arch:resnet50@224",
+        "onnx:arch:resnet50@224",
+        "arch:custom_cnn@224",
+    } <= set(defaults)
 
 
 def test_limit_takes_a_stratified_subset_per_split():
