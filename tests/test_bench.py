@@ -585,3 +585,19 @@ def test_real_fracatlas_torch_checkpoint_and_teacher_logits(fracatlas_root, tmp_
     gpu = [by_file[image["file"]] for image in report["images"]]
     assert np.corrcoef(gpu, torch_row["logits"])[0, 1] > 0.9
     shutil.rmtree(tmp_path / "report")
+
+
+def test_latency_probes_report_bursts_and_processes(tiny_bundle, capsys):
+    """The machine-quietness probes behind docs/benchmarks.md run and print their tables."""
+    from benchmarks.latency_probe import main as probe
+
+    args = ["bursts", "--bundle", str(tiny_bundle), "--arch", "custom_cnn", "--size", "32"]
+    assert probe([*args, "--bursts", "2", "--calls", "2"]) == 0
+    bursts = json.loads(capsys.readouterr().out)
+    assert len(bursts["bundle_burst_medians_ms"]) == len(bursts["reference_calls_ms"]) == 2
+    assert bursts["ratio_of_fastest"] > 0
+    assert probe(["processes", "--arch", "custom_cnn", "--size", "32", "--processes", "1"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert set(runs) == {"default malloc", "hugepages"}
+    for (result,) in runs.values():
+        assert 0 < result["fastest_ms"] <= min(result["burst_medians_ms"])

@@ -1,0 +1,128 @@
+"""Is this machine quiet enough for latency ratios? Two probes behind docs/benchmarks.md.
+
+1. ``bursts``: one process alternates bursts of a TFLite bundle (``--bursts`` × ``--calls``
+   calls) with single calls of a torch architecture (the speed-up reference), and prints each
+   burst's median. On a shared host both flip between speeds, each on its own schedule: the
+   ratio of medians then depends on the run, the ratio of fastest calls much less.
+2. ``processes``: ``--processes`` fresh interpreters each time one torch architecture at one
+   thread (four bursts), with and without ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, and print
+   each process's fastest call and median: torch's speed can be a per-process draw.
+
+    python -m benchmarks.latency_probe bursts --bundle models/fracture-lite0-int8
+    python -m benchmarks.latency_probe processes --arch custom_cnn --processes 8
+
+Prints a table and writes nothing. Timings only mean something on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+
+from benchmarks.bench import REPO_ROOT, child_environment
+from benchmarks.latency import measure_latency
+
+
+def _torch_call(arch: str, size: int, threads: int = 1):
+    import torch
+
+    from train.models import create_model
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = create_model(arch).eval()
+    image = torch.from_numpy(
+        np.random.default_rng(0).normal(size=(1, 1, size, size)).astype(np.float32)
+    )
+
+    def call():
+        with torch.inference_mode():
+            return model(image)
+
+    return call
+
+
+def bursts(bundle: str, arch: str, size: int, count: int, calls: int) -> dict:
+    """Alternate ``calls`` bundle calls with one reference call, ``count`` times."""
+    from edge_app.runtime import FractureDetector
+
+    model = FractureDetector(bundle, num_threads=1).model
+    image = np.random.default_rng(0).normal(size=model.input_shape).astype(np.float32)
+    reference = _torch_call(arch, size)
+    for _ in range(3):
+        model(image)
+        reference()
+    bundle_ms, reference_ms = [], []
+    for _ in range(count):
+        reference_ms.append(measure_latency(reference, runs=1, warmup=0).p50_ms)
+        bundle_ms.append(measure_latency(lambda: model(image), runs=calls, warmup=0))
+    medians = [b.p50_ms for b in bundle_ms]
+    fastest = [b.min_ms for b in bundle_ms]
+    return {
+        "bundle_burst_medians_ms": [round(v, 2) for v in medians],
+        "reference_calls_ms": [round(v, 1) for v in reference_ms],
+        "ratio_of_medians": round(statistics.median(reference_ms) / statistics.median(medians), 2),
+        "ratio_of_fastest": round(min(reference_ms) / min(fastest), 2),
+    }
+
+
+def _one_process(arch: str, size: int, hugepages: bool) -> dict:
+    code = (
+        "import json,sys;from benchmarks.latency_probe import _torch_call;"
+        "from benchmarks.latency import measure_latency;"
+        f"c=_torch_call({arch!r},{size});"
+        "r=[measure_latency(c,runs=25,warmup=5) for _ in range(4)];"
+        "print(json.dumps([[x.min_ms,x.p50_ms] for x in r]))"
+    )
+    base = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    env = child_environment(base) if hugepages else base
+    finished = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+    )
+    if finished.returncode != 0:
+        raise RuntimeError(finished.stderr.strip().splitlines()[-1])
+    values = json.loads(finished.stdout.strip().splitlines()[-1])
+    return {
+        "fastest_ms": round(min(v[0] for v in values), 1),
+        "burst_medians_ms": [round(v[1], 1) for v in values],
+    }
+
+
+def processes(arch: str, size: int, count: int) -> dict:
+    return {
+        setting: [_one_process(arch, size, setting == "hugepages") for _ in range(count)]
+        for setting in ("default malloc", "hugepages")
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    verbs = parser.add_subparsers(dest="probe", required=True)
+    one = verbs.add_parser("bursts", help="bundle bursts alternating with reference calls")
+    one.add_argument("--bundle", default="models/fracture-lite0-int8")
+    one.add_argument("--arch", default="vgg16_bn")
+    one.add_argument("--size", type=int, default=224)
+    one.add_argument("--bursts", type=int, default=30)
+    one.add_argument("--calls", type=int, default=30)
+    two = verbs.add_parser("processes", help="fresh processes, with and without huge pages")
+    two.add_argument("--arch", default="custom_cnn")
+    two.add_argument("--size", type=int, default=224)
+    two.add_argument("--processes", type=int, default=8)
+    args = parser.parse_args(argv)
+    if args.probe == "bursts":
+        result = bursts(args.bundle, args.arch, args.size, args.bursts, args.calls)
+    else:
+        result = processes(args.arch, args.size, args.processes)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
