@@ -12,7 +12,7 @@ Artifacts are named by SPECs:
   only (teachers whose weights stay on the GPU machine; ``custom_cnn`` is the seed's floor);
   ``onnx:arch:NAME@SIZE`` the same architecture exported to ONNX, under ONNX Runtime;
 - ``logits:CSV:COLUMN``: accuracy only, from per-image logits of a GPU run;
-- ``default``: the default list (every ``models/*/model_card.json`` bundle, the four student
+- ``default``: the default list (every ``models/*/model_card.json`` bundle, the five student
   checkpoints, ``arch:`` and ``onnx:arch:`` rows of VGG16-BN and ResNet50 at 224,
   ``arch:custom_cnn@224`` and the four teacher logits columns); other SPECs may follow it.
 
@@ -67,6 +67,7 @@ DEFAULT_SPLIT = REPO_ROOT / "splits" / "fracatlas-bd42f929f115.csv"
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "fracatlas"
 GPU_RUN = "models/checkpoints/gpu-2026-11-27"
 DEFAULT_CHECKPOINTS = (
+    "models/checkpoints/gpu-160-2026-11-27/student_tf_efficientnet_lite0_imagenet_160",
     f"{GPU_RUN}/student_tf_efficientnet_lite0_imagenet",
     f"{GPU_RUN}/student_tf_efficientnet_lite0_imagenet_kd",
     f"{GPU_RUN}/student_mobilenetv2_100_scratch",
