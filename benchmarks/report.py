@@ -8,6 +8,7 @@ API, no pyplot state).
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -512,8 +513,7 @@ def plot_pareto(report: dict, path: Path) -> Path:
                 alpha=0.6,
                 label=label,
             )
-    for point in points:
-        axes.annotate(point["name"], (point["p50_ms"], point["auroc"]), fontsize=6)
+    _label_points(axes, points)
     axes.set_xscale("log")
     axes.margins(x=0.35, y=0.08)  # room for the labels right of the slowest points
     ticker = require("matplotlib.ticker", "draw the benchmark plots")
@@ -526,6 +526,26 @@ def plot_pareto(report: dict, path: Path) -> Path:
     for handle in legend.legend_handles:
         handle.set_sizes([40])  # one legend size, whatever the first point's file size
     return save_figure(figure, path)
+
+
+def _label_points(axes, points: list[dict]) -> None:
+    """Name every point; labels of points that nearly coincide (same accuracy and latency, e.g.
+    one model in several formats) are stacked downwards with a leader line instead of printed
+    over each other."""
+    span = max(p["auroc"] for p in points) - min(p["auroc"] for p in points) or 1.0
+    placed: list[tuple[float, float]] = []
+    for point in sorted(points, key=lambda p: (-p["auroc"], p["p50_ms"])):
+        where = (math.log10(max(point["p50_ms"], 1e-6)), point["auroc"] / span)
+        near = sum(abs(where[0] - x) < 0.6 and abs(where[1] - y) < 0.04 for x, y in placed)
+        placed.append(where)
+        axes.annotate(
+            point["name"],
+            (point["p50_ms"], point["auroc"]),
+            xytext=(4, -8 * near),
+            textcoords="offset points",
+            fontsize=6,
+            arrowprops={"arrowstyle": "-", "linewidth": 0.4, "alpha": 0.5} if near else None,
+        )
 
 
 def plot_confusion(report: dict, path: Path) -> Path:
