@@ -32,6 +32,7 @@ from benchmarks.bench import (  # noqa: E402
     BenchImage,
     LabelsFileError,
     child_environment,
+    latency_job,
     parse_boxes,
     parse_spec,
     plan_rows,
@@ -329,6 +330,10 @@ def test_cuda_rows_for_checkpoints_and_architectures(tmp_path, tiny_bundle, chec
         f"tflite:{tiny_bundle}",
     ]
     assert [row["id"] for _, row in plan_rows(specs, cuda=False)] == ids[::2]
+    config = BenchConfig(out=str(tmp_path), threads=[1, 2])
+    jobs = [latency_job(spec, row, config, None) for spec, row in plan_rows(specs, cuda=True)]
+    assert [(job["device"], job["threads"]) for job in jobs[:2]] == [("cpu", [1, 2]), ("cuda", [1])]
+    assert jobs[1]["kind"] == "arch" and jobs[1]["target"] == "vgg16_bn"
 
 
 def test_latency_children_ask_malloc_for_huge_pages():
