@@ -1098,12 +1098,6 @@ def _paired_p50_ratio(reference: dict, row: dict) -> float:
     return reference["p50_ms"] / row["p50_ms"]
 
 
-def _fastest_ms(latency: dict) -> float:
-    """The fastest single call over every repeat (older reports: the median p50)."""
-    fastest = [r["min_ms"] for r in latency.get("repeats") or [] if r.get("min_ms") is not None]
-    return min(fastest) if fastest else latency["p50_ms"]
-
-
 def speedups(rows: Sequence[dict], reference_id: str) -> dict[str, Any]:
     """Set each row's speed-ups over the reference, per thread count, both measured in this run.
 
@@ -1125,7 +1119,7 @@ def speedups(rows: Sequence[dict], reference_id: str) -> dict[str, Any]:
             continue
         shared = [t for t in row["latency"] if t in reference["latency"]]
         row["speedup"] = {
-            t: round(_fastest_ms(reference["latency"][t]) / _fastest_ms(row["latency"][t]), 4)
+            t: round(reference["latency"][t]["min_ms"] / row["latency"][t]["min_ms"], 4)
             for t in shared
         }
         row["speedup_p50"] = {
