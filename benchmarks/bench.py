@@ -1009,11 +1009,7 @@ def _torch_callables(job: dict, rng) -> tuple[Callable[[int], Callable[[], objec
     import torch
 
     if job["kind"] == "arch":
-        from train.models import create_model
-
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            model = create_model(job["target"]).eval()
+        model = seeded_architecture(job["target"])
         size = job["input_size"]
     else:
         from train.checkpoints import load_checkpoint
@@ -1239,19 +1235,26 @@ def _build_scorer(spec: ArtifactSpec, row: dict, config: BenchConfig, work: Path
     return scorer
 
 
-def _architecture_onnx(spec: ArtifactSpec, work: Path) -> Path:
-    """``create_model(NAME)`` with the arch rows' seeded random weights, exported as the
-    checkpoints are (``DeployableNet``, opset 17): a teacher under ONNX Runtime without its
-    weights, whose latency does not depend on them."""
+def seeded_architecture(name: str):
+    """``create_model(name)`` in eval mode with the same random weights in every run and
+    process (seed 0, without touching the caller's RNG): what ``arch:`` rows time."""
     import torch
 
-    from compress.export import DeployableNet, export_onnx
     from train.models import create_model
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        model = create_model(spec.target).eval()
+        return create_model(name).eval()
+
+
+def _architecture_onnx(spec: ArtifactSpec, work: Path) -> Path:
+    """The arch rows' seeded architecture exported as the checkpoints are (``DeployableNet``,
+    opset 17): a teacher under ONNX Runtime without its weights, whose latency does not depend
+    on them."""
+    from compress.export import DeployableNet, export_onnx
+
     work.mkdir(parents=True, exist_ok=True)
+    model = seeded_architecture(spec.target)
     return export_onnx(DeployableNet(model), work / "model.onnx", spec.input_size)
 
 

@@ -26,27 +26,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from benchmarks.bench import REPO_ROOT, child_environment
+from benchmarks.bench import REPO_ROOT, _torch_callables, child_environment
 from benchmarks.latency import measure_latency
 
 
 def _torch_call(arch: str, size: int, threads: int = 1):
-    import torch
-
-    from train.models import create_model
-
-    torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    model = create_model(arch).eval()
-    image = torch.from_numpy(
-        np.random.default_rng(0).normal(size=(1, 1, size, size)).astype(np.float32)
-    )
-
-    def call():
-        with torch.inference_mode():
-            return model(image)
-
-    return call
+    """The benchmark's own ``arch:`` call (seeded weights, fixed input), at ``threads``."""
+    job = {"kind": "arch", "target": arch, "input_size": size, "device": "cpu"}
+    make_call, _ = _torch_callables(job, np.random.default_rng(0))
+    return make_call(threads)
 
 
 def bursts(bundle: str, arch: str, size: int, count: int, calls: int) -> dict:

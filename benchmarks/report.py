@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.compare import statistic as speedup_statistic
 from edge_app._optional import require
 from train.plotting import new_figure, save_figure
 
@@ -140,17 +141,12 @@ def table_header(report: dict) -> list[str]:
         "sens / spec @ fracture",
         "κ @ fracture",
         *[f"p50 / p95 ms, {n} thr" for n in threads],
-        f"speed-up vs {report['speedup_reference']['id']} ({_statistic(report)}; "
+        f"speed-up vs {report['speedup_reference']['id']} ({speedup_statistic(report)}; "
         f"{' / '.join(threads)} thr)",
         "peak RSS MiB",
         "pointing game",
         "CAM vs Grad-CAM (r / top-10 % IoU)",
     ]
-
-
-def _statistic(report: dict) -> str:
-    """What the speed-ups divide (reports before the fastest-call protocol used p50)."""
-    return report["speedup_reference"].get("statistic", "p50")
 
 
 def table_row(report: dict, row: dict) -> list[str]:
