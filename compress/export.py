@@ -18,6 +18,7 @@ preprocessing) and these outputs, each found by its shape (see :mod:`edge_app.tf
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import logging
@@ -36,6 +37,7 @@ from edge_app._optional import install_hint, require
 from edge_app.errors import FractureEdgeError, MissingDependencyError
 from edge_app.files import file_sha256
 from edge_app.preprocess import PreprocessConfig, preprocess
+from compress.static_padding import fold_pads_into_convs, make_padding_static
 from train.metrics import sigmoid
 from train.trainer import _git_commit
 
@@ -117,13 +119,19 @@ class DeployableNet(nn.Module):
 def export_onnx(
     net: nn.Module, path: str | Path, input_size: int, batch_size: int = 1, opset: int = OPSET
 ) -> Path:
-    """Write the deployable graph as ONNX with a static input (batch, 1, size, size)."""
+    """Write the deployable graph as ONNX with a static input (batch, 1, size, size).
+
+    Run-time "same" padding is made static at this size first and folded into the convolutions
+    (:mod:`compress.static_padding`), so the graph holds no shape arithmetic for a converter to
+    get wrong. ``net`` itself is not changed.
+    """
     if opset < 17:
         raise ExportError(f"opset {opset} is too old; use 17 or newer")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     deployable = net if isinstance(net, DeployableNet) else DeployableNet(net)
-    deployable.eval()
+    deployable = copy.deepcopy(deployable).eval()
+    make_padding_static(deployable.net, input_size)
     example = torch.zeros(batch_size, 1, input_size, input_size)
     with torch.no_grad():
         torch.onnx.export(
@@ -135,8 +143,7 @@ def export_onnx(
             output_names=deployable.output_names,
             dynamo=False,  # the TorchScript exporter gives the plain graph onnx2tf reads best
         )
-    onnx = require("onnx", "check the exported ONNX graph")
-    onnx.checker.check_model(str(path))
+    fold_pads_into_convs(path)  # also runs onnx.checker
     return path
 
 
@@ -162,6 +169,10 @@ def convert_tflite(
         "input_onnx_file_path": str(onnx_path),
         "output_folder_path": str(out_dir),
         "non_verbose": True,
+        # onnx2tf would run the ``onnxsim`` executable found on PATH, and silently go on
+        # without it when there is none (a venv that is not activated), with a different
+        # result. The graph export_onnx writes is already static, so never run it.
+        "not_use_onnxsim": True,
     }
     if calibration is not None:
         calibration = np.asarray(calibration, dtype=np.float32)

@@ -218,16 +218,18 @@ def test_bundle_from_synthetic_cache(tmp_path, synthetic_cache):
 @pytest.mark.realdata
 @pytest.mark.slow
 def test_shipped_student_parity_on_real_radiographs(tmp_path, fracatlas_root):
-    """The GPU-trained Lite0 student on real validation radiographs, loaded as the app loads
-    them: torch vs ONNX vs TFLite float32 within 1e-4 in probability."""
+    """The shipped bundle's source checkpoint on real validation radiographs, loaded as the app
+    loads them: torch vs ONNX vs TFLite float32 within 1e-4 in probability."""
     import csv
 
     from edge_app.preprocess import preprocess
     from edge_app.radiograph import load_radiograph
+    from edge_app.runtime import DEFAULT_BUNDLE
     from train.checkpoints import load_checkpoint
 
     repo = Path(__file__).parents[1]
-    checkpoint = repo / "models/checkpoints/gpu-2026-11-27/student_tf_efficientnet_lite0_imagenet"
+    card = json.loads((DEFAULT_BUNDLE / "model_card.json").read_text())
+    checkpoint = repo / card["source_checkpoint"]["path"]
     with open(repo / "splits/fracatlas-bd42f929f115.csv", newline="") as handle:
         rows = [row for row in csv.DictReader(handle) if row["split"] == "val"][:12]
     net, card, config = load_checkpoint(checkpoint)
