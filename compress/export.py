@@ -33,13 +33,13 @@ from typing import Any
 
 import numpy as np
 
+from compress.static_padding import fold_pads_into_convs, make_padding_static
 from edge_app._optional import install_hint, require
 from edge_app.errors import FractureEdgeError, MissingDependencyError
 from edge_app.files import file_sha256
 from edge_app.preprocess import PreprocessConfig, preprocess
-from compress.static_padding import fold_pads_into_convs, make_padding_static
 from train.metrics import sigmoid
-from train.trainer import _git_commit
+from train.provenance import git_commit
 
 torch = require("torch", "export models")
 nn = torch.nn
@@ -417,7 +417,7 @@ def export_bundle(
             },
             "export": {
                 "command": command,
-                "commit": _git_commit(),
+                "commit": git_commit(),
                 "opset": OPSET,
                 "converter": "onnx2tf",
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

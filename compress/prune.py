@@ -26,9 +26,10 @@ from typing import Any
 
 from edge_app._optional import require
 from edge_app.errors import FractureEdgeError
+from edge_app.preprocess import PreprocessConfig
 from train.checkpoints import load_checkpoint
 from train.config import TrainConfig, config_keys, save_config
-from train.models import FractureNet, normalisation_for
+from train.models import FractureNet
 from train.trainer import Trainer
 
 torch = require("torch", "prune models")
@@ -231,19 +232,23 @@ def fine_tune_base(card: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def fine_tune(model: FractureNet, config: TrainConfig) -> dict[str, Any]:
+def fine_tune(
+    model: FractureNet, config: TrainConfig, preprocessing: PreprocessConfig
+) -> dict[str, Any]:
     """Fine-tune ``model`` with the Trainer (distilling when ``config`` names teachers).
 
-    ``config.epochs`` 0 trains nothing but still evaluates on the cache and writes a complete
-    checkpoint, so the card's operating points belong to the pruned model.
+    ``preprocessing`` is the one ``model`` was trained with (its card's), at ``config``'s input
+    size. ``config.epochs`` 0 trains nothing but still evaluates on the cache and writes a
+    complete checkpoint, so the card's operating points belong to the pruned model.
     """
-    trainer = Trainer(config, model=model)
+    preprocessing = replace(preprocessing, input_size=config.input_size)
+    trainer = Trainer(config, model=model, preprocessing=preprocessing)
     if config.epochs > 0:
         return trainer.fit()
     trainer.out.mkdir(parents=True, exist_ok=True)
     save_config(config, trainer.out / "config.yaml")
     trainer.save_weights(trainer.model)
-    return trainer.finish({"best_epoch": -1})
+    return trainer.finish({"best_epoch": -1, "epoch": 0, "stopped": "not trained (epochs 0)"})
 
 
 def prune_checkpoint(
@@ -265,12 +270,6 @@ def prune_checkpoint(
         raise ValueError(
             f"{checkpoint} is a {card['architecture']}; drop --backbone {config.backbone}"
         )
-    expected = (preprocessing.mean, preprocessing.std)
-    if normalisation_for(config.backbone, config.pretrained) != expected:
-        raise ValueError(
-            f"{checkpoint} was trained with mean/std {expected}, which --pretrained "
-            f"{config.pretrained} does not give; pass the --pretrained it was trained with"
-        )
     pruned = prune_model(model, ratio, config.input_size, importance, round_to)
     report = PruneReport.measure(model, pruned, config.input_size)
     if ratio > 0:
@@ -278,7 +277,7 @@ def prune_checkpoint(
     if config.epochs > 0 and not config.distill:
         logger.info("distilling from the unpruned checkpoint %s", checkpoint)
         config = replace(config, teachers=[str(checkpoint)])
-    return fine_tune(pruned, config), report
+    return fine_tune(pruned, config, preprocessing), report
 
 
 def recalibrate_batchnorm(model: nn.Module, images, batch_size: int = 32) -> nn.Module:

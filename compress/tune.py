@@ -207,9 +207,7 @@ def prepare_student(params: dict, settings: TuneSettings, work: Path):
                 "device": "cpu",
             }
         )
-        # The checkpoint's normalisation, whatever --pretrained would give.
-        config.pretrained = _pretrained_for(card, preprocessing)
-        fine_tune(net, config)
+        fine_tune(net, config, preprocessing)
         net, card, _ = load_checkpoint(work / "checkpoint")
         card = {**card, "teachers": [settings.teacher_logits]}
         return net, card, work / "checkpoint"
@@ -217,18 +215,6 @@ def prepare_student(params: dict, settings: TuneSettings, work: Path):
         write_checkpoint(work / "checkpoint", net.state_dict(), card)
         return net, card, work / "checkpoint"
     return net, card, Path(source)
-
-
-def _pretrained_for(card: dict, preprocessing: PreprocessConfig) -> str | None:
-    from train.models import normalisation_for
-
-    for candidate in (None, "offline", "imagenet"):
-        if normalisation_for(card["architecture"], candidate) == (
-            preprocessing.mean,
-            preprocessing.std,
-        ):
-            return candidate
-    raise TuneError(f"no --pretrained setting reproduces {card['name']}'s normalisation")
 
 
 def screen_auroc(net, card: dict, settings: TuneSettings) -> float:

@@ -100,10 +100,11 @@ def letterbox_geometry(height: int, width: int, size: int) -> LetterboxGeometry:
 
 
 @lru_cache(maxsize=64)
-def _resample_matrix(in_size: int, out_size: int) -> np.ndarray:
+def resample_matrix(in_size: int, out_size: int) -> np.ndarray:
     """Row-stochastic matrix mapping ``in_size`` samples to ``out_size`` (triangle filter).
 
-    When shrinking, the filter is widened by the scale factor so that every input pixel
+    The torch twin (:mod:`train.tensor_preprocess`) resamples with these same matrices. When
+    shrinking, the filter is widened by the scale factor so that every input pixel
     contributes (antialiasing, as PIL's BILINEAR does); pixel centres are aligned.
     """
     scale = in_size / out_size
@@ -123,8 +124,8 @@ def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 2:
         raise ValueError(f"expected a 2-D single-channel image, got shape {image.shape}")
-    rows = _resample_matrix(image.shape[0], height)
-    cols = _resample_matrix(image.shape[1], width)
+    rows = resample_matrix(image.shape[0], height)
+    cols = resample_matrix(image.shape[1], width)
     # Shrink the larger dimension first: fewer multiply-adds.
     if image.shape[0] * width <= image.shape[1] * height:
         return (rows @ image) @ cols.T

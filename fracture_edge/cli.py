@@ -82,7 +82,7 @@ def _data_cache(args: argparse.Namespace) -> int:
         list(open_dataset(args.path)),
         read_split(args.split),
         args.out,
-        CacheConfig(size=args.size, quality=args.quality),
+        CacheConfig(size=args.size, quality=args.quality, format=args.format),
         workers=args.workers,
     )
     print(json.dumps(meta, indent=1))
@@ -127,7 +127,14 @@ def _add_data_parser(verbs: argparse._SubParsersAction) -> None:
     cache.add_argument("--split", required=True, help="split CSV from 'data split'")
     cache.add_argument("--out", default="cache/fracatlas-256")
     cache.add_argument("--size", type=int, default=256)
-    cache.add_argument("--quality", type=int, default=90)
+    cache.add_argument("--quality", type=int, default=90, help="JPEG quality (90)")
+    cache.add_argument(
+        "--format",
+        choices=("jpeg", "png"),
+        default="jpeg",
+        help="png: lossless, for training at --size (what the app feeds the model, up to 8-bit "
+        "rounding); jpeg: compact, to carry to a GPU machine (default)",
+    )
     cache.add_argument("--workers", type=int, default=2)
     cache.set_defaults(handler=_data_cache)
 
@@ -158,7 +165,10 @@ def _add_evaluate_parser(verbs: argparse._SubParsersAction) -> None:
         help="test metrics, operating points, calibration and subgroups from a logits CSV",
     )
     evaluate.add_argument(
-        "--logits", required=True, help="CSV file,split,label,<model>... (gpu_experiment output)"
+        "--logits",
+        required=True,
+        help="CSV file,split,label,<model>... (a checkpoint's logits.csv, or `fracture-edge "
+        "logits`)",
     )
     evaluate.add_argument(
         "--model",
@@ -201,6 +211,19 @@ def _train_options(
     hints = typing.get_type_hints(TrainConfig)
     distill_only = {"teachers", "teacher_logits", "temperature", "alpha", "attention_weight"}
     parser.add_argument("--config", help="YAML file of TrainConfig fields (CLI flags override it)")
+    if not from_checkpoint:
+        parser.add_argument(
+            "--plan",
+            help="YAML plan of several runs (configs/*.yaml; see train/plan.py); the flags below "
+            "then override every run and --out is the plan's output folder",
+        )
+        parser.add_argument(
+            "--only",
+            nargs="+",
+            metavar="RUN",
+            help="with --plan: these runs (and the "
+            "teachers they need whose checkpoints are missing)",
+        )
     for field in dataclasses.fields(TrainConfig):
         if field.name in distill_only and not distill:
             continue
@@ -228,9 +251,14 @@ def _train_options(
 
 def _train(args: argparse.Namespace) -> int:
     from train.config import config_keys, load_config
-    from train.trainer import train
 
     overrides = {key: getattr(args, key, None) for key in config_keys()}
+    if args.plan:
+        return _train_plan(args, overrides)
+    if args.only:
+        raise ValueError("--only names runs of a plan; give the plan with --plan FILE")
+    from train.trainer import train
+
     config = load_config(args.config, overrides)
     if args.verb == "distill" and not config.distill:
         raise ValueError("distill needs --teachers CHECKPOINT... or --teacher-logits FILE:COLUMN")
@@ -239,6 +267,21 @@ def _train(args: argparse.Namespace) -> int:
         keys = ("architecture", "initialisation", "best_epoch", "metrics")
         print(json.dumps({k: card[k] for k in keys}, indent=1, default=str))
         print(f"checkpoint: {config.out}")
+    return 0
+
+
+def _train_plan(args: argparse.Namespace, overrides: dict) -> int:
+    from train.plan import load_plan, override_flags, run_plan
+
+    if args.config:
+        raise ValueError("give either --plan (several runs) or --config (one run), not both")
+    out = overrides.pop("out", None)
+    overrides.pop("name", None)
+    plan = load_plan(args.plan, overrides, out=out)
+    flags = override_flags(overrides) + (["--out", out] if out else [])
+    summary = run_plan(plan, args.only, flags)
+    print(json.dumps(summary, indent=1, default=str))
+    print(f"plan summary: {plan.out / 'plan.json'}")
     return 0
 
 
@@ -288,9 +331,11 @@ def _prepare_weights(args: argparse.Namespace) -> int:
 
 def _add_train_parsers(verbs: argparse._SubParsersAction) -> None:
     weights = verbs.add_parser(
-        "prepare-weights", help="offline ImageNet backbones as small files for the GPU machine")
-    weights.add_argument("--backbones", nargs="+",
-                         default=["tf_efficientnet_lite0", "tf_efficientnet_lite2"])
+        "prepare-weights", help="offline ImageNet backbones as small files for the GPU machine"
+    )
+    weights.add_argument(
+        "--backbones", nargs="+", default=["tf_efficientnet_lite0", "tf_efficientnet_lite2"]
+    )
     weights.add_argument("--out", default="cache/weights")
     weights.set_defaults(handler=_prepare_weights)
 
@@ -406,7 +451,6 @@ def _add_doctor_parser(verbs: argparse._SubParsersAction) -> None:
 
 
 # --------------------------------------------------------------------------- main
-
 
 
 def build_parser() -> argparse.ArgumentParser:

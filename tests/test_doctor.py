@@ -26,9 +26,10 @@ def test_pinned_versions_read_name_equals_version_lines(tmp_path):
 def test_version_rows_name_what_differs_from_the_pins(monkeypatch):
     installed = {"numpy": "2.4.6", "onnx": "1.19.0"}
     monkeypatch.setattr(doctor, "installed_version", installed.get)
-    rows = {name: (version, note) for name, _, version, note in doctor.version_rows(
-        {"numpy": "2.4.6", "onnx": "1.23.2"}
-    )}
+    rows = {
+        name: (version, note)
+        for name, _, version, note in doctor.version_rows({"numpy": "2.4.6", "onnx": "1.23.2"})
+    }
     assert rows["numpy"] == ("2.4.6", "")
     assert rows["onnx"] == ("1.19.0", "constraints.txt pins 1.23.2")
     assert rows["onnx2tf"] == ("-", "not installed")
@@ -36,8 +37,20 @@ def test_version_rows_name_what_differs_from_the_pins(monkeypatch):
 
 def test_the_repository_constraints_pin_what_onnx2tf_imports():
     pins = doctor.pinned_versions()
-    for name in ("onnx2tf", "onnx", "onnx-graphsurgeon", "sng4onnx", "tensorflow-cpu",
-                 "tf-keras", "protobuf", "psutil", "requests", "numpy", "torch", "timm"):
+    for name in (
+        "onnx2tf",
+        "onnx",
+        "onnx-graphsurgeon",
+        "sng4onnx",
+        "tensorflow-cpu",
+        "tf-keras",
+        "protobuf",
+        "psutil",
+        "requests",
+        "numpy",
+        "torch",
+        "timm",
+    ):
         assert name in pins, f"constraints.txt does not pin {name}"
 
 

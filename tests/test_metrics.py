@@ -327,30 +327,3 @@ def test_new_metrics_agree_with_scikit_learn():
             metrics.confusion_matrix(labels, predictions)
             == sklearn_metrics.confusion_matrix(labels, predictions, labels=[0, 1])
         ).all()
-
-
-def test_operating_point_report_composes_the_single_metrics():
-    from train.metrics import (
-        operating_point_report,
-        sensitivity_specificity,
-        threshold_for_sensitivity,
-        youden_threshold,
-    )
-
-    rng = np.random.default_rng(1)
-    labels = rng.random(300) < 0.25
-    scores = np.clip(labels * 0.3 + rng.random(300) * 0.7, 0, 1)
-    val, test = slice(0, 150), slice(150, 300)
-    report = operating_point_report(
-        labels[val], scores[val], labels[test], scores[test], resamples=50
-    )
-    assert report["thresholds"]["doubt"] == threshold_for_sensitivity(
-        labels[val], scores[val], 0.95
-    )
-    assert report["thresholds"]["fracture"] == youden_threshold(labels[val], scores[val])
-    assert report["test_auroc"] == auroc(labels[test], scores[test])
-    expected = sensitivity_specificity(labels[test], scores[test], report["thresholds"]["fracture"])
-    assert tuple(report["test_at_fracture"].values()) == expected
-    assert "test_auroc" not in operating_point_report(
-        labels[val], scores[val], labels[:0], scores[:0]
-    )

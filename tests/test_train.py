@@ -325,13 +325,40 @@ def test_device_augmentation_path_runs_on_cpu_too(cache, tmp_path):
 def test_device_augmentation_is_seeded_and_keeps_the_range():
     from train.device_augment import augment_batch
 
-    batch = torch.randint(0, 256, (4, 1, 40, 40), dtype=torch.uint8)
-    first = augment_batch(batch, 32, torch.Generator().manual_seed(1))
-    second = augment_batch(batch, 32, torch.Generator().manual_seed(1))
-    third = augment_batch(batch, 32, torch.Generator().manual_seed(2))
+    batch = torch.rand(4, 1, 32, 32)
+    first = augment_batch(batch, torch.Generator().manual_seed(1))
+    second = augment_batch(batch, torch.Generator().manual_seed(1))
+    third = augment_batch(batch, torch.Generator().manual_seed(2))
     assert first.shape == (4, 1, 32, 32)
     assert torch.equal(first, second) and not torch.equal(first, third)
     assert 0.0 <= first.min() and first.max() <= 1.0
+
+
+def test_device_augmentation_reads_the_policy():
+    """The batched path takes its numbers from AugmentConfig: switching a transform off there
+    switches it off here (no copy of the policy)."""
+    from train.augment import AugmentConfig
+    from train.device_augment import augment_batch
+
+    batch = torch.rand(6, 1, 32, 32)
+    off = AugmentConfig(
+        rotate_degrees=0,
+        scale=0,
+        shift=0,
+        horizontal_flip=0,
+        brightness=0,
+        contrast=0,
+        gamma=(100, 100),
+        blur=0,
+        noise=0,
+        coarse_dropout=0,
+    )
+    assert torch.allclose(
+        augment_batch(batch, torch.Generator().manual_seed(0), off), batch, atol=1e-5
+    )
+    flip_only = AugmentConfig(**{**off.__dict__, "horizontal_flip": 1.0})
+    flipped = augment_batch(batch, torch.Generator().manual_seed(0), flip_only)
+    assert torch.allclose(flipped, batch.flip(-1), atol=1e-5)
 
 
 def test_fracture_type_head_from_a_folder_per_class_tree(

@@ -1,14 +1,21 @@
-"""A compact, pre-letterboxed image cache that travels to the GPU machine.
+"""A compact, pre-letterboxed image cache for training (and the GPU machine).
 
-Every usable image is loaded with the shared loader, letterboxed with the shared
-preprocessing (:func:`edge_app.preprocess.letterbox`, constant fill) to ``size``² and stored as
-a JPEG. ``index.csv`` holds one row per image (split, fold, label, group, region, hardware and the
-fracture boxes in *canvas* coordinates); ``meta.json`` holds the settings and the split id. At
-256 px and quality 90 FracAtlas takes about 40 MB. The cache is git-ignored; rebuild it with
-``fracture-edge data cache``.
+Every usable image is loaded with the shared loader, letterboxed with the shared preprocessing
+(:func:`edge_app.preprocess.letterbox`, constant fill) to ``size``² and stored as 8-bit grey:
 
-Training then only resizes the square canvas to the model's input size and normalises, both with
-the shared functions, so the cache and the app see the same pixels up to JPEG rounding.
+- ``--format png`` (lossless) at the model's input size is what training should read: the
+  training input is then the app's input from the original file up to the 8-bit rounding of the
+  canvas (|Δ| ≤ 0.5/255 before normalisation; measured in docs/training.md). Lite0 at 160 px:
+  about 45 MB for FracAtlas.
+- ``--format jpeg`` (quality 90) at 256 px is the compact cache that travels to a GPU machine
+  (about 40 MB); training then resizes each canvas to its input size with the app's filter
+  (:mod:`train.tensor_preprocess`), which adds a second resampling and the JPEG error: measured
+  and stated in docs/training.md.
+
+``index.csv`` holds one row per image (split, fold, label, group, region, hardware and the
+fracture boxes in *canvas* coordinates); ``meta.json`` holds the settings and the split id. The
+cache is git-ignored; rebuild it with ``fracture-edge data cache`` (a training plan builds the
+cache it names when it is missing).
 """
 
 from __future__ import annotations
@@ -48,11 +55,22 @@ CACHE_COLUMNS = (
 )
 
 
+#: Image format → file suffix in ``images/``.
+FORMATS = {"jpeg": ".jpg", "png": ".png"}
+
+
 @dataclass(frozen=True)
 class CacheConfig:
     size: int = 256
     quality: int = 90
     fill: float = 0.0
+    format: str = "jpeg"
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"cache format must be one of {sorted(FORMATS)}, got {self.format!r}")
+        if not 16 <= self.size <= 4096:
+            raise ValueError(f"cache size must be between 16 and 4096 px, got {self.size}")
 
 
 def _box_to_canvas(box, geometry: LetterboxGeometry) -> tuple[float, ...]:
@@ -89,8 +107,13 @@ def _cache_one(job: tuple[Sample, SplitRow, Path, CacheConfig]) -> dict[str, Any
     canvas, geometry = letterbox(radiograph.pixels, config.size, config.fill)
     pixels = np.clip(canvas * 255 + 0.5, 0, 255).astype(np.uint8)
     buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buffer, format="JPEG", quality=config.quality)
-    (out_dir / "images" / f"{Path(row.file).stem}.jpg").write_bytes(buffer.getvalue())
+    if config.format == "png":
+        Image.fromarray(pixels, mode="L").save(buffer, format="PNG", compress_level=6)
+    else:
+        Image.fromarray(pixels, mode="L").save(buffer, format="JPEG", quality=config.quality)
+    (out_dir / "images" / f"{Path(row.file).stem}{FORMATS[config.format]}").write_bytes(
+        buffer.getvalue()
+    )
     boxes = [_box_to_canvas(box, geometry) for box in sample.metadata.get("boxes", [])]
     return {
         "file": row.file,
@@ -139,7 +162,8 @@ def build_cache(
     meta = {
         "fracture_types": types,
         "size": config.size,
-        "quality": config.quality,
+        "format": config.format,
+        "quality": config.quality if config.format == "jpeg" else None,
         "fill": config.fill,
         "split_id": split_id(rows),
         "images": len(entries),
@@ -151,15 +175,35 @@ def build_cache(
 
 
 def read_cache_index(cache_dir: str | Path) -> list[dict[str, str]]:
-    with open(Path(cache_dir) / "index.csv", newline="") as handle:
+    path = Path(cache_dir) / "index.csv"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{cache_dir} is not an image cache (no index.csv); build it with "
+            "`fracture-edge data cache DATA --split SPLIT.csv --out "
+            f"{cache_dir}`"
+        )
+    with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def read_cache_meta(cache_dir: str | Path) -> dict[str, Any]:
+    """``meta.json`` of a cache; caches written before formats existed are JPEG."""
+    meta = json.loads((Path(cache_dir) / "meta.json").read_text())
+    meta.setdefault("format", "jpeg")
+    return meta
+
+
+def cached_image_path(cache_dir: str | Path, file: str, image_format: str | None = None) -> Path:
+    image_format = image_format or read_cache_meta(cache_dir)["format"]
+    return Path(cache_dir) / "images" / f"{Path(file).stem}{FORMATS[image_format]}"
 
 
 def load_cached_bank(cache_dir: str | Path, rows) -> np.ndarray:
     """The cached canvases of ``rows`` as one uint8 array (n, size, size), as stored."""
+    image_format = read_cache_meta(cache_dir)["format"]
 
     def read(file: str) -> np.ndarray:
-        with Image.open(Path(cache_dir) / "images" / f"{Path(file).stem}.jpg") as image:
+        with Image.open(cached_image_path(cache_dir, file, image_format)) as image:
             return np.asarray(image.convert("L"))
 
     return np.stack([read(row["file"]) for row in rows])
@@ -167,6 +211,5 @@ def load_cached_bank(cache_dir: str | Path, rows) -> np.ndarray:
 
 def load_cached_image(cache_dir: str | Path, file: str) -> np.ndarray:
     """A cached canvas as float32 in [0, 1]."""
-    path = Path(cache_dir) / "images" / f"{Path(file).stem}.jpg"
-    with Image.open(path) as image:
+    with Image.open(cached_image_path(cache_dir, file)) as image:
         return np.asarray(image.convert("L"), dtype=np.float32) / 255.0

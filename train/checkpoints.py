@@ -116,23 +116,28 @@ def write_checkpoint(folder: str | Path, state: dict, card: dict[str, Any]) -> P
 def cache_logits(folders, cache_dir: str | Path, splits=("val", "test"), batch_size: int = 64):
     """Each checkpoint's fracture logits on the cached images of ``splits`` (CPU, fp32).
 
-    Returns (rows, {checkpoint name: logits}); the same format as a GPU run's logits CSV, so
-    ``fracture-edge evaluate`` reads both.
+    Returns (rows, {checkpoint name: logits}); the same format as a training run's logits CSV,
+    so ``fracture-edge evaluate`` reads both.
     """
 
-    from train.cache import load_cached_bank, read_cache_index
-    from train.device_augment import resize_batch
+    from train.cache import load_cached_bank, read_cache_index, read_cache_meta
+    from train.tensor_preprocess import preprocess_batch
 
     rows = [r for r in read_cache_index(cache_dir) if r["split"] in splits]
     bank = torch.from_numpy(load_cached_bank(cache_dir, rows)).unsqueeze(1)
+    fill = float(read_cache_meta(cache_dir).get("fill", 0.0))
     results = {}
     for folder in folders:
         model, card, preprocessing = load_checkpoint(folder)
+        if abs(preprocessing.fill - fill) > 1e-9:
+            raise ModelCardError(
+                f"{folder} letterboxes with fill {preprocessing.fill}, {cache_dir} with {fill}"
+            )
         outputs = []
         with torch.no_grad():
             for start in range(0, len(rows), batch_size):
-                images = resize_batch(bank[start : start + batch_size], preprocessing.input_size)
-                outputs.append(model((images - preprocessing.mean) / preprocessing.std))
+                canvases = bank[start : start + batch_size].float() / 255.0
+                outputs.append(model(preprocess_batch(canvases, preprocessing)))
         results[card.get("name") or Path(folder).name] = torch.cat(outputs).numpy()
     return rows, results
 

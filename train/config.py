@@ -14,6 +14,7 @@ from edge_app._optional import require
 
 @dataclass
 class TrainConfig:
+    name: str | None = None  # the run's name (in a plan); default: the out folder's name
     cache: str = "cache/fracatlas-256"
     out: str = "runs/train"
     backbone: str = "tf_efficientnet_lite0"
@@ -41,6 +42,11 @@ class TrainConfig:
         "auto"  # "auto" (device on CUDA, albumentations on CPU) | "device" | "albumentations"
     )
     device: str = "auto"
+    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 on CPU) | "bf16" | "fp32"
+    channels_last: bool | None = None  # None: on CUDA only
+    threads: int | None = None  # torch threads on the CPU (None: torch's default)
+    deadline_minutes: float | None = None  # stop training after this long; the best is kept
+    weights_dtype: str = "float32"  # "float16" halves the checkpoint (e.g. back from a GPU)
     limit: int | None = None
     resume: bool = False
     progress: bool = True
@@ -52,9 +58,28 @@ class TrainConfig:
     alpha: float = 0.7
     attention_weight: float = 0.0
 
+    def __post_init__(self) -> None:
+        choices = {
+            "precision": ("auto", "bf16", "fp32"),
+            "weights_dtype": ("float32", "float16"),
+            "augment": ("auto", "device", "albumentations"),
+            "schedule": ("onecycle", "cosine"),
+        }
+        for key, valid in choices.items():
+            if getattr(self, key) not in valid:
+                raise ValueError(
+                    f"{key} must be one of {', '.join(valid)}; got {getattr(self, key)!r}"
+                )
+        if self.deadline_minutes is not None and not self.deadline_minutes > 0:
+            raise ValueError(f"deadline_minutes must be > 0, got {self.deadline_minutes}")
+
     @property
     def distill(self) -> bool:
         return bool(self.teachers or self.teacher_logits)
+
+    @property
+    def run_name(self) -> str:
+        return self.name or Path(self.out).name
 
 
 def config_keys() -> list[str]:

@@ -1,9 +1,14 @@
-"""Augmentation with tensors on the training device (the GPU path keeps data and augmentation
-there, so a teacher trains in about a minute inside a short lease).
+"""The augmentation policy of :mod:`train.augment`, batched on tensors on the training device.
 
-It mirrors :mod:`train.augment`'s albumentations policy: ±10° rotation, ±10 % scale, ±6 % shift,
-horizontal flip, brightness/contrast ±15 %, gamma 0.85–1.18, light noise and coarse dropout.
-Randomness comes from the ``generator`` passed in, never from global state.
+The policy is defined once, by :class:`train.augment.AugmentConfig`, which also builds the
+albumentations pipeline (the reference implementation, one image at a time). This module reads
+the same fields and applies them to a whole batch with a few tensor operations, so that a GPU
+(or the CPU, where per-image Python costs more than the convolutions of a small model) never waits
+for the input pipeline. Randomness comes from the ``generator`` passed in, never global state.
+
+Mirrored, with the albumentations probabilities: affine (rotation, scale, shift; p 0.8),
+horizontal flip, brightness/contrast (p 0.5), gamma (p 0.3), a 3×3 Gaussian blur, Gaussian noise,
+coarse dropout (1–4 holes). CLAHE is the one transform only the albumentations path applies.
 """
 
 from __future__ import annotations
@@ -11,71 +16,97 @@ from __future__ import annotations
 import math
 
 from edge_app._optional import require
+from train.augment import AugmentConfig
 
 torch = require("torch", "augment on the device")
 F = torch.nn.functional
+
+DEFAULT_POLICY = AugmentConfig()
 
 
 def _uniform(count, low, high, generator, device):
     return torch.rand(count, device=device, generator=generator) * (high - low) + low
 
 
-def augment_batch(batch, size: int, generator, fill: float = 0.0):
-    """uint8 canvases (n, 1, s, s) → augmented float images (n, 1, size, size) in [0, 1]."""
-    count, device = batch.shape[0], batch.device
-    angle = _uniform(count, -10, 10, generator, device) * math.pi / 180
-    scale = _uniform(count, 0.9, 1.1, generator, device)
-    flip = torch.where(torch.rand(count, device=device, generator=generator) < 0.5, -1.0, 1.0)
-    shift_x = _uniform(count, -0.12, 0.12, generator, device)  # grid units span 2: ±6 %
-    shift_y = _uniform(count, -0.12, 0.12, generator, device)
+def _chance(count, probability, generator, device):
+    return torch.rand(count, device=device, generator=generator) < probability
+
+
+def augment_batch(images, generator, policy: AugmentConfig = DEFAULT_POLICY):
+    """Float canvases (n, 1, s, s) in [0, 1] → augmented canvases of the same shape."""
+    images = _affine(images, generator, policy)
+    images = _photometric(images, generator, policy)
+    return coarse_dropout(images, generator, policy)
+
+
+def _affine(images, generator, policy: AugmentConfig):
+    count, device = images.shape[0], images.device
+    apply = _chance(count, 0.8, generator, device)
+    angle = _uniform(count, -policy.rotate_degrees, policy.rotate_degrees, generator, device)
+    angle = torch.where(apply, angle, torch.zeros_like(angle)) * math.pi / 180
+    scale = _uniform(count, 1 - policy.scale, 1 + policy.scale, generator, device)
+    scale = torch.where(apply, scale, torch.ones_like(scale))
+    # grid units span 2, so a shift of ±s of the image is ±2s in the grid
+    shift_x = _uniform(count, -2 * policy.shift, 2 * policy.shift, generator, device) * apply
+    shift_y = _uniform(count, -2 * policy.shift, 2 * policy.shift, generator, device) * apply
+    flip = torch.where(_chance(count, policy.horizontal_flip, generator, device), -1.0, 1.0)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack(
         [torch.stack([cos * flip, -sin, shift_x], 1), torch.stack([sin * flip, cos, shift_y], 1)], 1
     )
-    grid = F.affine_grid(theta, (count, 1, size, size), align_corners=False)
-    images = batch.float() / 255.0
-    images = (
-        F.grid_sample(
-            images - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False
-        )
-        + fill
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    moved = F.grid_sample(
+        images - policy.fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False
     )
-    images = _photometric(images, generator)
-    return coarse_dropout(images, generator, fill=fill)
+    return moved + policy.fill
 
 
-def _photometric(images, generator):
+def _photometric(images, generator, policy: AugmentConfig):
     count, device = images.shape[0], images.device
-    brightness = _uniform(count, -0.15, 0.15, generator, device).view(-1, 1, 1, 1)
-    contrast = _uniform(count, 0.85, 1.15, generator, device).view(-1, 1, 1, 1)
-    gamma = _uniform(count, 0.85, 1.18, generator, device).view(-1, 1, 1, 1)
+
+    def per_image(values):
+        return values.view(-1, 1, 1, 1)
+
+    adjust = per_image(_chance(count, 0.5, generator, device).float())
+    brightness = per_image(
+        _uniform(count, -policy.brightness, policy.brightness, generator, device)
+    )
+    contrast = per_image(
+        _uniform(count, 1 - policy.contrast, 1 + policy.contrast, generator, device)
+    )
     mean = images.mean((2, 3), keepdim=True)
-    images = ((images - mean) * contrast + mean + brightness).clamp(0, 1) ** gamma
-    noisy = (torch.rand(count, 1, 1, 1, device=device, generator=generator) < 0.15).float()
-    noise = torch.randn(images.shape, device=device, generator=generator) * 0.02
+    adjusted = ((images - mean) * contrast + mean + brightness).clamp(0, 1)
+    images = adjust * adjusted + (1 - adjust) * images
+    low, high = policy.gamma[0] / 100, policy.gamma[1] / 100
+    gamma = per_image(_uniform(count, low, high, generator, device))
+    use_gamma = per_image(_chance(count, 0.3, generator, device).float())
+    images = images.clamp(0, 1) ** (use_gamma * gamma + (1 - use_gamma))
+    if policy.blur > 0:
+        kernel = torch.tensor([0.25, 0.5, 0.25], device=device, dtype=images.dtype)
+        kernel = (kernel[:, None] * kernel[None, :]).view(1, 1, 3, 3)
+        blurred = F.conv2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), kernel)
+        use_blur = per_image(_chance(count, policy.blur, generator, device).float())
+        images = use_blur * blurred + (1 - use_blur) * images
+    noisy = per_image(_chance(count, policy.noise, generator, device).float())
+    sigma = per_image(_uniform(count, 0.01, 0.03, generator, device))
+    noise = torch.randn(images.shape, device=device, generator=generator) * sigma
     return (images + noisy * noise).clamp(0, 1)
 
 
-def coarse_dropout(images, generator, probability: float = 0.2, fill: float = 0.0):
-    """Blank one rectangle of 4–10 % per side in a ``probability`` share of the images."""
+def coarse_dropout(images, generator, policy: AugmentConfig = DEFAULT_POLICY):
+    """Blank 1–4 rectangles of 4–10 % per side in a ``policy.coarse_dropout`` share of images."""
     count, _, height, width = images.shape
     device = images.device
-    apply = torch.rand(count, device=device, generator=generator) < probability
-    hole = torch.rand(count, 2, device=device, generator=generator) * 0.06 + 0.04
-    centre = torch.rand(count, 2, device=device, generator=generator)
+    apply = _chance(count, policy.coarse_dropout, generator, device)
+    holes = torch.randint(1, 5, (count,), device=device, generator=generator)
     ys = torch.linspace(0, 1, height, device=device).view(1, height, 1)
     xs = torch.linspace(0, 1, width, device=device).view(1, 1, width)
-    inside = ((ys - centre[:, 0].view(-1, 1, 1)).abs() < hole[:, 0].view(-1, 1, 1) / 2) & (
-        (xs - centre[:, 1].view(-1, 1, 1)).abs() < hole[:, 1].view(-1, 1, 1) / 2
-    )
-    return images.masked_fill((inside & apply.view(-1, 1, 1)).unsqueeze(1), fill)
-
-
-def resize_batch(batch, size: int):
-    """uint8 canvases → float [0, 1] at ``size``² without augmentation (evaluation)."""
-    images = batch.float() / 255.0
-    if images.shape[-1] != size:
-        images = F.interpolate(
-            images, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    blank = torch.zeros(count, height, width, dtype=torch.bool, device=device)
+    for hole in range(4):
+        size = torch.rand(count, 2, device=device, generator=generator) * 0.06 + 0.04
+        centre = torch.rand(count, 2, device=device, generator=generator)
+        inside = ((ys - centre[:, 0].view(-1, 1, 1)).abs() < size[:, 0].view(-1, 1, 1) / 2) & (
+            (xs - centre[:, 1].view(-1, 1, 1)).abs() < size[:, 1].view(-1, 1, 1) / 2
         )
-    return images
+        blank |= inside & (apply & (holes > hole)).view(-1, 1, 1)
+    return images.masked_fill(blank.unsqueeze(1), policy.fill)

@@ -66,7 +66,7 @@ class LogitsRow(NamedTuple):
 
 
 def load_logits_csv(path: str | Path) -> tuple[list[LogitsRow], dict[str, np.ndarray]]:
-    """Read ``file,split,label,<model>,...`` (train/gpu_experiment.py's ``write_outputs``).
+    """Read ``file,split,label,<model>,...`` (a training run's ``logits.csv``).
 
     Returns the rows and one float64 logit vector per model column, in file order. Empty cells
     read as NaN (a model that did not score an image); anything else unparsable is an error.
@@ -80,7 +80,7 @@ def load_logits_csv(path: str | Path) -> tuple[list[LogitsRow], dict[str, np.nda
         if header is None or tuple(header[:3]) != LOGITS_COLUMNS:
             raise LogitsFileError(
                 f"{path} does not start with the columns file,split,label (found {header}); "
-                "write it with train/gpu_experiment.py or add that header."
+                "write it with `fracture-edge logits` or add that header."
             )
         models = header[3:]
         if not models:
@@ -299,6 +299,9 @@ def evaluate_scores(
         "sensitivity_target": sensitivity_target,
         "val": {
             "auroc": _number(auroc(labels_val, logits_val)),
+            "auroc_ci95": _interval(
+                bootstrap_auroc_ci(labels_val, logits_val, resamples=resamples, seed=seed)
+            ),
             "auprc": _number(auprc(labels_val, logits_val)),
         },
         "test": {

@@ -18,6 +18,7 @@ from train.cache import load_cached_image, parse_boxes, read_cache_index
 from train.checkpoints import load_checkpoint
 from train.gradcam import cam_agreement, explainer, pointing_game_score
 from train.plotting import new_figure, save_figure
+from train.tensor_preprocess import preprocess_batch
 
 torch = require("torch", "explain models")
 F = torch.nn.functional
@@ -49,16 +50,8 @@ def explain_cache(
     ]
     if not rows:
         raise ValueError(f"{cache_dir} has no fractured images with boxes in split {split!r}")
-    size = preprocessing.input_size
     canvases = np.stack([load_cached_image(cache_dir, r["file"]) for r in rows])
-    images = F.interpolate(
-        torch.from_numpy(canvases).unsqueeze(1),
-        size=(size, size),
-        mode="bilinear",
-        antialias=True,
-        align_corners=False,
-    )
-    inputs = (images - preprocessing.mean) / preprocessing.std
+    inputs = preprocess_batch(torch.from_numpy(canvases).unsqueeze(1), preprocessing)
     boxes = [parse_boxes(r["boxes"]) for r in rows]
     gradcams = []
     with explainer(model, method) as explain_batch:

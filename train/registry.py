@@ -1,7 +1,9 @@
 """The one list of backbone names, importable without torch (the CLI, Optuna's search space
-and error messages all read it), and each initialisation's input normalisation."""
+and error messages all read it), and the preprocessing each model is trained and deployed with."""
 
 from __future__ import annotations
+
+from edge_app.preprocess import PreprocessConfig
 
 BACKBONES = (
     "custom_cnn",
@@ -32,3 +34,12 @@ def normalisation_for(name: str, pretrained: str | None) -> tuple[float, float]:
     if pretrained and name.startswith("tf_efficientnet_lite"):
         return NORMALISATION["tf_efficientnet_lite"]
     return NORMALISATION["default"]
+
+
+def preprocessing_for(
+    name: str, pretrained: str | None, input_size: int, fill: float = 0.0
+) -> PreprocessConfig:
+    """The preprocessing of a model, built once from its backbone, initialisation, input size
+    and letterbox fill. Training keeps this object and writes it into every card it makes."""
+    mean, std = normalisation_for(name, pretrained)
+    return PreprocessConfig(input_size=int(input_size), mean=mean, std=std, fill=float(fill))

@@ -1,14 +1,18 @@
-"""``fracture-edge train`` / ``distill``: fit one model on the cache, keep the best by validation
-AUROC, write a checkpoint folder with its model card.
+"""``fracture-edge train`` / ``distill``: the one training loop, for CPU and GPU alike.
 
-The checkpoint folder holds ``model.safetensors`` (best weights), ``model_card.json``,
-``config.yaml`` (the resolved config), ``log.csv``, ``tensorboard/`` and ``last_state.pt``
-(optimizer, schedule and epoch, for ``--resume``).
+A :class:`Trainer` fits one model on the image cache, keeps the weights of the epoch with the
+best validation AUROC, and writes a checkpoint folder: ``model.safetensors`` (float32 or float16),
+``model_card.json``, ``config.yaml`` (the resolved config), ``logits.csv`` (every cached image),
+``log.csv``, ``tensorboard/`` and ``last_state.pt`` (for ``--resume``). A plan of several runs
+(teachers, then the students they teach) is :mod:`train.plan`.
 
-Two input paths share everything else: on CUDA the whole cache sits on the GPU as uint8 and is
-augmented there (:mod:`train.device_augment`); on CPU each batch goes through the albumentations
-policy (:mod:`train.augment`). Under ``torchrun`` the same entry point trains with DDP (NCCL on
-GPUs, gloo on CPU); each rank takes every ``world``-th image of the shared permutation.
+Every model input is made by the torch twin of the app's preprocessing
+(:mod:`train.tensor_preprocess`) with the :class:`~edge_app.preprocess.PreprocessConfig` built
+once here, from the backbone, the initialisation, the input size and the cache's fill; that same
+object is the card's ``preprocessing``. Augmentation (the policy in :mod:`train.augment`) runs
+either per image through albumentations or batched on tensors on the training device
+(:mod:`train.device_augment`). On CUDA: bf16 autocast and channels_last by default. Under
+``torchrun`` the same entry point trains with DDP (NCCL on GPUs, gloo on CPU).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import csv
 import json
 import logging
 import os
-import subprocess
+import platform
+import shlex
 import sys
 import time
 from dataclasses import asdict
@@ -28,15 +33,18 @@ import numpy as np
 
 from edge_app._optional import require
 from edge_app.preprocess import PreprocessConfig
-from fracture_edge import __version__
 from train import device_augment
 from train.augment import AugmentConfig, augment, build_augmentation
-from train.cache import load_cached_bank, read_cache_index
+from train.cache import load_cached_bank, read_cache_index, read_cache_meta
 from train.checkpoints import load_checkpoint, write_logits_csv
 from train.config import TrainConfig, save_config
+from train.evaluate import evaluate_scores
 from train.losses import attention_transfer_loss, distillation_loss, supervised_loss
-from train.metrics import auroc, operating_point_report
-from train.models import create_model, file_sha256, load_state_file, normalisation_for
+from train.metrics import auroc
+from train.models import create_model, file_sha256, load_state_file
+from train.provenance import git_commit, project_version
+from train.registry import preprocessing_for
+from train.tensor_preprocess import letterbox_batch, normalize, resize_batch
 
 torch = require("torch", "train models")
 F = torch.nn.functional
@@ -71,7 +79,7 @@ def resolve_device(config: TrainConfig, rank: int):
 
 
 class CacheData:
-    """The cache as one uint8 tensor bank plus labels, splits and region indices."""
+    """The cache as one uint8 tensor bank on the device, plus labels, splits and regions."""
 
     def __init__(self, config: TrainConfig, device):
         rows = read_cache_index(config.cache)
@@ -80,9 +88,9 @@ class CacheData:
             keep = sorted(rng.choice(len(rows), min(config.limit, len(rows)), replace=False))
             rows = [rows[i] for i in keep]
         self.rows = rows
-        self.meta = json.loads((Path(config.cache) / "meta.json").read_text())
-        images = load_cached_bank(config.cache, rows)
-        self.bank = torch.from_numpy(images).unsqueeze(1).to(device)
+        self.meta = read_cache_meta(config.cache)
+        self.fill = float(self.meta.get("fill", 0.0))
+        self.bank = torch.from_numpy(load_cached_bank(config.cache, rows)).unsqueeze(1).to(device)
         self.labels = torch.tensor([float(r["label"]) for r in rows], device=device)
         self.fracture_types = list(self.meta.get("fracture_types", []))
         self.types = torch.tensor(
@@ -109,9 +117,17 @@ class CacheData:
         positives = float(labels.sum())
         return (len(labels) - positives) / max(positives, 1.0)
 
+    def describe(self) -> dict[str, Any]:
+        return {
+            "size": self.meta.get("size"),
+            "format": self.meta.get("format"),
+            "split_id": self.meta.get("split_id"),
+            **{f"{name}_images": int(len(index)) for name, index in self.index.items()},
+        }
+
 
 def teacher_logit_column(spec: str, rows) -> np.ndarray:
-    """Fixed teacher logits per cached image from ``file.csv:column`` (e.g. a GPU run's CSV)."""
+    """Fixed teacher logits per cached image from ``file.csv:column`` (e.g. a teacher's CSV)."""
     path, _, column = spec.rpartition(":")
     if not path or not column:
         raise ValueError(f"--teacher-logits takes FILE.csv:COLUMN, got {spec!r}")
@@ -131,30 +147,54 @@ def teacher_logit_column(spec: str, rows) -> np.ndarray:
 
 
 class Trainer:
-    def __init__(self, config: TrainConfig, model=None):
-        """``model``: train this FractureNet (e.g. a pruned one) instead of building a new one."""
+    def __init__(
+        self,
+        config: TrainConfig,
+        model=None,
+        preprocessing: PreprocessConfig | None = None,
+        command: str | None = None,
+        plan: dict[str, Any] | None = None,
+    ):
+        """``model``: train this FractureNet (e.g. a pruned one) instead of building a new one;
+        ``preprocessing``: the one it was trained with (default: built from the config).
+        ``command``/``plan``: what the card names as the way to reproduce this run."""
         self.config = config
+        self.started = time.perf_counter()
+        if config.threads:
+            torch.set_num_threads(config.threads)
         self.rank, self.world = distributed_context()
         self.device = resolve_device(config, self.rank)
         self.out = Path(config.out)
         self.data = CacheData(config, self.device)
-        self.mean_std = normalisation_for(config.backbone, config.pretrained)
+        self.preprocessing = preprocessing or preprocessing_for(
+            config.backbone, config.pretrained, config.input_size, self.data.fill
+        )
+        self._check_preprocessing()
+        self.command = command or shlex.join(["fracture-edge", *sys.argv[1:]])
+        self.plan = plan
         self.augment_on_device = config.augment == "device" or (
             config.augment == "auto" and self.device.type == "cuda"
         )
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(config.seed)
+        self.policy = AugmentConfig(fill=self.data.fill)
         self.albumentations = (
             None
             if self.augment_on_device
-            else build_augmentation(AugmentConfig(), seed=config.seed + self.rank)
+            else build_augmentation(self.policy, seed=config.seed + self.rank)
         )
         self.pos_weight = torch.tensor(self.data.positive_weight(), device=self.device)
+        use_bf16 = config.precision == "bf16" or (
+            config.precision == "auto" and self.device.type == "cuda"
+        )
         self.autocast = {
             "device_type": self.device.type,
             "dtype": torch.bfloat16,
-            "enabled": self.device.type == "cuda",
+            "enabled": use_bf16,
         }
+        self.channels_last = (
+            config.channels_last if config.channels_last is not None else self.device.type == "cuda"
+        )
         self.teachers = [self._load_teacher(path) for path in config.teachers]
         self.fixed_teacher_logits = None
         if config.teacher_logits:
@@ -165,6 +205,19 @@ class Trainer:
         self.model = self._build_model() if model is None else self._place(model)
 
     # ----------------------------------------------------------------- setup
+
+    def _check_preprocessing(self) -> None:
+        if self.preprocessing.input_size != self.config.input_size:
+            raise ValueError(
+                f"the model's preprocessing is {self.preprocessing.input_size} px but the config "
+                f"asks for {self.config.input_size}; pass --input-size "
+                f"{self.preprocessing.input_size}"
+            )
+        if abs(self.preprocessing.fill - self.data.fill) > 1e-9:
+            raise ValueError(
+                f"{self.config.cache} is letterboxed with fill {self.data.fill}, the model with "
+                f"{self.preprocessing.fill}; rebuild the cache with the model's fill"
+            )
 
     def _build_model(self):
         torch.manual_seed(self.config.seed)
@@ -178,11 +231,10 @@ class Trainer:
                     "(build the cache from a folder-per-class fracture-type tree)"
                 )
             aux["fracture_type"] = len(self.data.fracture_types)
-        aux = aux or None
         model = create_model(
             self.config.backbone,
             pretrained=self.config.pretrained,
-            aux_heads=aux,
+            aux_heads=aux or None,
             drop_rate=self.config.drop_rate,
         )
         if self.config.init_weights:
@@ -201,7 +253,7 @@ class Trainer:
 
     def _place(self, model):
         model = model.to(self.device)
-        if self.device.type == "cuda":
+        if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         return model
 
@@ -209,7 +261,7 @@ class Trainer:
         # load_checkpoint, so that a pruned checkpoint can teach too
         teacher, _, preprocessing = load_checkpoint(folder, self.device)
         teacher.requires_grad_(False)
-        return teacher, (preprocessing.mean, preprocessing.std)
+        return teacher, preprocessing
 
     # ----------------------------------------------------------------- batches
 
@@ -226,25 +278,27 @@ class Trainer:
             yield order[start : start + size]
 
     def images(self, indices, training: bool):
-        """Float [0, 1] images at the input size, augmented when training."""
-        batch = self.data.bank[indices]
-        size = self.config.input_size
+        """Float [0, 1] canvases at the input size (the app's letterbox), augmented if training."""
+        canvases = self.data.bank[indices].float() / 255.0
+        canvases = letterbox_batch(canvases, self.preprocessing.input_size, self.data.fill)
         if not training:
-            return device_augment.resize_batch(batch, size)
+            return canvases
         if self.augment_on_device:
-            return device_augment.augment_batch(
-                batch, size, self.generator, fill=float(self.data.meta.get("fill", 0.0))
-            )
-        canvases = device_augment.resize_batch(batch, size).squeeze(1).cpu().numpy()
-        augmented = np.stack([augment(self.albumentations, c) for c in canvases])
+            return device_augment.augment_batch(canvases, self.generator, self.policy)
+        arrays = canvases.squeeze(1).cpu().numpy()
+        augmented = np.stack([augment(self.albumentations, canvas) for canvas in arrays])
         return torch.from_numpy(augmented).unsqueeze(1).to(self.device)
 
-    def normalise(self, images, mean_std=None):
-        mean, std = mean_std or self.mean_std
-        normalised = (images - mean) / std
-        if self.device.type == "cuda":
-            normalised = normalised.contiguous(memory_format=torch.channels_last)
-        return normalised
+    def model_inputs(self, images, preprocessing: PreprocessConfig | None = None):
+        """Canvases in [0, 1] → normalised model inputs (resized to a teacher's size if needed)."""
+        preprocessing = preprocessing or self.preprocessing
+        if images.shape[-1] != preprocessing.input_size:
+            size = preprocessing.input_size
+            images = resize_batch(images, size, size)
+        inputs = normalize(images, preprocessing)
+        if self.channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        return inputs
 
     # ----------------------------------------------------------------- loss and steps
 
@@ -253,7 +307,7 @@ class Trainer:
         targets = self.data.labels[indices]
         with torch.autocast(**self.autocast):
             module = model.module if hasattr(model, "module") else model
-            features = module.features(self.normalise(images))
+            features = module.features(self.model_inputs(images))
             pooled = features.mean((2, 3))
             logits = module.fracture_head(pooled).squeeze(1).float()
             loss = supervised_loss(self.config.imbalance, logits, targets, self.pos_weight)
@@ -283,8 +337,8 @@ class Trainer:
         if self.fixed_teacher_logits is not None:
             teacher_logits.append(self.fixed_teacher_logits[indices])
         with torch.no_grad():
-            for teacher, mean_std in self.teachers:
-                teacher_features = teacher.features(self.normalise(images, mean_std))
+            for teacher, preprocessing in self.teachers:
+                teacher_features = teacher.features(self.model_inputs(images, preprocessing))
                 teacher_logits.append(
                     teacher.fracture_head(teacher_features.mean((2, 3))).squeeze(1).float()
                 )
@@ -312,7 +366,7 @@ class Trainer:
         for start in range(0, len(indices), 128):
             chunk = indices[start : start + 128]
             with torch.autocast(**self.autocast):
-                outputs.append(module(self.normalise(self.images(chunk, False))).float())
+                outputs.append(module(self.model_inputs(self.images(chunk, False))).float())
         module.train(was_training)
         return torch.cat(outputs).cpu().numpy() if outputs else np.zeros(0, np.float32)
 
@@ -321,6 +375,10 @@ class Trainer:
         return auroc(self.data.labels[val].cpu().numpy(), self.logits(model, val))
 
     # ----------------------------------------------------------------- fit
+
+    def past_deadline(self) -> bool:
+        limit = self.config.deadline_minutes
+        return limit is not None and time.perf_counter() - self.started > limit * 60
 
     def fit(self) -> dict[str, Any]:
         config = self.config
@@ -340,6 +398,7 @@ class Trainer:
         state = {"epoch": 0, "best_auroc": -1.0, "best_epoch": -1, "stale": 0, "steps": 0}
         if config.resume and (self.out / "last_state.pt").is_file():
             state = self._resume(optimizer, schedule, ema)
+        state["stopped"] = "completed"
         log = _Log(self.out, config.tensorboard) if self.rank == 0 else None
         for epoch in range(state["epoch"], config.epochs):
             loss, rate = self.train_one_epoch(model, optimizer, schedule, ema, steps_per_epoch)
@@ -352,6 +411,7 @@ class Trainer:
                 stale=0 if improved else state["stale"] + 1,
                 steps=state.get("steps", 0) + steps_per_epoch,
             )
+            state.setdefault("images_per_second", []).append(round(rate, 2))
             if improved:
                 state.update(best_auroc=val_auroc, best_epoch=epoch)
             if self.rank == 0:
@@ -360,10 +420,22 @@ class Trainer:
                     self.save_weights(evaluated)
                 self._save_state(optimizer, schedule, ema, state)
             logger.info(
-                "epoch %d loss %.4f val AUROC %.4f (%.0f img/s)", epoch, loss, val_auroc, rate
+                "%s epoch %d loss %.4f val AUROC %.4f (%.1f img/s)",
+                config.run_name,
+                epoch,
+                loss,
+                val_auroc,
+                rate,
             )
             if state["stale"] >= config.patience:
                 logger.info("early stop: no val AUROC gain for %d epochs", config.patience)
+                state["stopped"] = "early_stop"
+                break
+            if self.past_deadline():
+                logger.info(
+                    "deadline of %s min reached after epoch %d", config.deadline_minutes, epoch
+                )
+                state["stopped"] = "deadline"
                 break
         if log:
             log.close()
@@ -393,10 +465,13 @@ class Trainer:
             if ema is not None:
                 ema.update(model.module if hasattr(model, "module") else model)
             seen += len(indices) * self.world
-            total, count = total + loss.item(), count + 1
+            total, count = total + loss.detach(), count + 1
+            if self.past_deadline():
+                break
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        return total / max(count, 1), seen / (time.perf_counter() - started)
+        mean_loss = float(total) / max(count, 1)
+        return mean_loss, seen / (time.perf_counter() - started)
 
     def _schedule(self, optimizer, total_steps: int):
         if self.config.schedule == "onecycle":
@@ -406,9 +481,7 @@ class Trainer:
                 total_steps=max(total_steps, 1),
                 pct_start=self.config.warmup_fraction,
             )
-        if self.config.schedule == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(total_steps, 1))
-        raise ValueError(f"schedule must be 'onecycle' or 'cosine', got {self.config.schedule!r}")
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(total_steps, 1))
 
     def _ema(self):
         if not self.config.ema:
@@ -420,8 +493,15 @@ class Trainer:
 
     def save_weights(self, model) -> None:
         save_file = require("safetensors.torch", "write checkpoints").save_file
+        dtype = torch.float16 if self.config.weights_dtype == "float16" else None
         save_file(
-            {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+            {
+                key: (value.to(dtype) if dtype is not None and value.is_floating_point() else value)
+                .detach()
+                .cpu()
+                .contiguous()
+                for key, value in model.state_dict().items()
+            },
             str(self.out / "model.safetensors"),
         )
 
@@ -430,7 +510,7 @@ class Trainer:
             "optimizer": optimizer.state_dict(),
             "schedule": schedule.state_dict(),
             "model": self.model.state_dict(),
-            "state": state,
+            "state": {k: v for k, v in state.items() if k != "images_per_second"},
             "generator": self.generator.get_state(),
         }
         if ema is not None:
@@ -457,35 +537,33 @@ class Trainer:
     def finish(self, state: dict) -> dict[str, Any]:
         """Reload the best weights, evaluate on val and test, write the model card."""
         best = load_state_file(self.out / "model.safetensors")
-        self.model.load_state_dict(best)
-        metrics = self.evaluate()
-        card = self.model_card(state, metrics)
-        (self.out / "model_card.json").write_text(json.dumps(card, indent=1))
+        self.model.load_state_dict({k: v.float() for k, v in best.items()})
+        report = self.evaluate()
+        card = self.model_card(state, report)
+        (self.out / "model_card.json").write_text(json.dumps(card, indent=1) + "\n")
         return card
 
     def evaluate(self) -> dict[str, Any]:
+        """Every cached image's logit (``logits.csv``), then val/test metrics whose operating
+        points and temperature are chosen on validation (:func:`train.evaluate.evaluate_scores`).
+        """
         labels = self.data.labels.cpu().numpy()
         val, test = (self.data.index[s].cpu().numpy() for s in ("val", "test"))
         logits = self.logits(self.model, torch.arange(len(labels), device=self.device))
-        write_logits_csv(self.out / "logits.csv", self.data.rows, {self.out.name: logits})
-        probability = 1 / (1 + np.exp(-logits))
-        return operating_point_report(
-            labels[val], probability[val], labels[test], probability[test]
-        )
+        write_logits_csv(self.out / "logits.csv", self.data.rows, {self.config.run_name: logits})
+        if len(test) == 0:  # a split without test rows: measure validation twice
+            test = val
+        return evaluate_scores(labels[val], logits[val], labels[test], logits[test])
 
-    def model_card(self, state: dict, metrics: dict) -> dict[str, Any]:
-        preprocessing = PreprocessConfig(
-            input_size=self.config.input_size,
-            mean=self.mean_std[0],
-            std=self.mean_std[1],
-            fill=float(self.data.meta.get("fill", 0.0)),
-        )
+    def model_card(self, state: dict, report: dict) -> dict[str, Any]:
         init = self.config.pretrained or ("file" if self.config.init_weights else "scratch")
         pruning = getattr(self.model, "pruning", None)
         if self.model_given:
             init = "pruned" if pruning else "given"
+        points = report["operating_points"]
+        rates = state.get("images_per_second") or []
         return {
-            "name": self.out.name,
+            "name": self.config.run_name,
             "format": "fracture-edge-checkpoint",
             "architecture": self.config.backbone,
             "initialisation": init,
@@ -495,22 +573,53 @@ class Trainer:
             "aux_heads": {name: head.out_features for name, head in self.model.aux_heads.items()},
             "region_labels": list(REGIONS) if self.config.region_head else [],
             "fracture_type_labels": self.data.fracture_types if self.config.type_head else [],
-            "preprocessing": preprocessing.to_card(),
-            "operating_points": metrics["thresholds"],
-            "metrics": metrics,
+            "preprocessing": self.preprocessing.to_card(),
+            "calibration_temperature": report["calibration"]["temperature"],
+            "operating_points": {name: point["probability"] for name, point in points.items()},
+            "metrics": checkpoint_metrics(report),
             "best_epoch": state["best_epoch"],
-            "training_data": {
-                "cache": str(self.config.cache),
-                "split_id": self.data.meta.get("split_id"),
-            },
+            "epochs_run": state["epoch"],
+            "stopped": state.get("stopped", "completed"),
+            "training_data": {"cache": str(self.config.cache), **self.data.describe()},
             "teachers": list(self.config.teachers)
             + ([self.config.teacher_logits] if self.config.teacher_logits else []),
             "config": asdict(self.config),
-            "command": " ".join(["fracture-edge", *sys.argv[1:]]),
+            "command": self.command,
+            "plan": self.plan,
+            "trained_on": {
+                "device": torch.cuda.get_device_name(self.device)
+                if self.device.type == "cuda"
+                else platform.processor() or platform.machine(),
+                "torch": torch.__version__,
+                "threads": torch.get_num_threads(),
+                "seconds": round(time.perf_counter() - self.started, 1),
+                "images_per_second_median": float(np.median(rates)) if rates else None,
+            },
+            "weights_dtype": self.config.weights_dtype,
             "weights_sha256": file_sha256(self.out / "model.safetensors"),
-            "fracture_edge_version": __version__,
-            "commit": _git_commit(),
+            "fracture_edge_version": project_version(),
+            "commit": git_commit(),
         }
+
+
+def checkpoint_metrics(report: dict) -> dict[str, Any]:
+    """The card's slice of an :func:`train.evaluate.evaluate_scores` report."""
+    points = report["operating_points"]
+    return {
+        "val_auroc": report["val"]["auroc"],
+        "val_auroc_ci95": report["val"].get("auroc_ci95"),
+        "test_auroc": report["test"]["auroc"],
+        "test_auroc_ci95": report["test"]["auroc_ci95"],
+        "test_auprc": report["test"]["auprc"],
+        "counts": report["counts"],
+        **{
+            f"test_at_{name}": {key: point["test"][key] for key in ("sensitivity", "specificity")}
+            for name, point in points.items()
+        },
+        "operating_point_rules": {
+            name: {"rule": point["rule"], "val": point["val"]} for name, point in points.items()
+        },
+    }
 
 
 class _Log:
@@ -549,21 +658,5 @@ class _Log:
             self.board.close()
 
 
-def _git_commit() -> str | None:
-    try:
-        return (
-            subprocess.run(
-                ["git", "rev-parse", "HEAD"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                cwd=Path(__file__).parent,
-            ).stdout.strip()
-            or None
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def train(config: TrainConfig) -> dict[str, Any]:
-    return Trainer(config).fit()
+def train(config: TrainConfig, **kwargs) -> dict[str, Any]:
+    return Trainer(config, **kwargs).fit()
