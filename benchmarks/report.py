@@ -81,14 +81,26 @@ def _sens_spec(point: dict | None) -> str:
 # --------------------------------------------------------------------------- Markdown
 
 
-def _accuracy_cells(row: dict) -> list[str]:
+def _has_hardware_column(report: dict) -> bool:
+    return report["data"]["mode"] == "fracatlas"
+
+
+def _auroc_cell(entry: dict | None) -> str:
+    if not entry or entry["auroc"] is None:
+        return "n/a"
+    return f"{_number(entry['auroc'])} [{_interval(entry['auroc_ci95'])}]"
+
+
+def _accuracy_cells(row: dict, hardware_column: bool = False) -> list[str]:
     accuracy = row["accuracy"]
     if not accuracy:
-        return [row["accuracy_note"] or "n/a"] + ["n/a"] * 3
+        return [row["accuracy_note"] or "n/a"] + ["n/a"] * (3 + hardware_column)
     points = accuracy["operating_points"]
     fracture = points.get("fracture")
+    hardware = [_auroc_cell(accuracy.get("hardware_free"))] if hardware_column else []
     return [
-        f"{_number(accuracy['auroc'])} [{_interval(accuracy['auroc_ci95'])}]",
+        _auroc_cell(accuracy),
+        *hardware,
         _sens_spec(points.get("doubt")),
         _sens_spec(fracture),
         _number(fracture["cohen_kappa"]) if fracture else "n/a",
@@ -137,6 +149,7 @@ def table_header(report: dict) -> list[str]:
         "device",
         "MB",
         f"{measured} AUROC [95 % CI]",
+        *(["test AUROC, films without hardware [95 % CI]"] if _has_hardware_column(report) else []),
         "sens / spec @ doubt",
         "sens / spec @ fracture",
         "κ @ fracture",
@@ -156,7 +169,7 @@ def table_row(report: dict, row: dict) -> list[str]:
         row["format"],
         row["device"],
         size,
-        *_accuracy_cells(row),
+        *_accuracy_cells(row, _has_hardware_column(report)),
         *_latency_cells(row, threads_of(report)),
         *_heatmap_cells(row),
     ]
@@ -248,11 +261,17 @@ def _environment_lines(report: dict) -> list[str]:
 
 def _column_lines(report: dict) -> list[str]:
     config = report["config"]
+    hardware = (
+        "Films without hardware: the test AUROC on the films whose FracAtlas `hardware` flag is "
+        "0 (97 of the 99 films with hardware are fractured: a shortcut). "
+        if _has_hardware_column(report)
+        else ""
+    )
     return [
         "Columns (details in docs/benchmarks.md): MB is the file on disk (arch rows: fp32 "
-        "parameter bytes). Sensitivity / specificity at the *doubt* point (≥ 95 % validation "
-        "sensitivity) and the *fracture* point (validation Youden J); κ is Cohen's kappa at the "
-        "fracture point. Latency: one single-image call after "
+        f"parameter bytes). {hardware}Sensitivity / specificity at the *doubt* point "
+        "(≥ 95 % validation sensitivity) and the *fracture* point (validation Youden J); κ is "
+        "Cohen's kappa at the fracture point. Latency: one single-image call after "
         f"{config['warmup']} warm-up calls, p50 / p95 over {config['runs']} calls, median over "
         f"{config['repeats']} interleaved rounds (every artifact once per round, each in its own "
         "child process). Speed-up: the reference's fastest call / the row's fastest call over "
@@ -338,6 +357,56 @@ def _subgroup_lines(report: dict) -> list[str]:
     return (["## Subgroups", "", *lines]) if lines else []
 
 
+def shift_table(report: dict) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the shift table: clean, one row per shift, then the mean drop; two
+    columns (AUROC, drop with its paired 95 % CI) per artifact scored under shifts."""
+    rows = [row for row in report["rows"] if row.get("shifts")]
+    definitions = (report.get("shifts") or {}).get("shifts", {})
+    if not rows:
+        return [], []
+    header = ["shift", "severity"]
+    for row in rows:
+        header += [f"{row['name']} AUROC", f"{row['name']} drop [95 % CI]"]
+    names = list(rows[0]["shifts"]["shifts"])
+    lines = [
+        ["clean", "as read"] + [c for r in rows for c in (_number(r["shifts"]["clean_auroc"]), "—")]
+    ]
+    for name in names:
+        cells = [name, definitions.get(name, "")]
+        for row in rows:
+            entry = row["shifts"]["shifts"][name]
+            cells += [
+                _number(entry["auroc"]),
+                f"{_number(entry['drop'])} [{_interval(entry['drop_ci95'])}]",
+            ]
+        lines.append(cells)
+    mean = ["**mean drop**", f"over {len(names)} shifts"]
+    for row in rows:
+        table = row["shifts"]
+        mean += ["", f"**{_number(table['mean_drop'])}** [{_interval(table['mean_drop_ci95'])}]"]
+    return header, [*lines, mean]
+
+
+def _shift_lines(report: dict) -> list[str]:
+    header, rows = shift_table(report)
+    if not header:
+        return []
+    first = next(row for row in report["rows"] if row.get("shifts"))["shifts"]
+    seed = report["shifts"]["seed"]
+    return [
+        "## Acquisition shifts",
+        "",
+        f"The {first['images']} measured images ({first['fractured']} fractured) scored again "
+        "under each shift of `benchmarks/shifts.py`, applied to the loaded radiograph before the "
+        f"shared preprocessing; parameters drawn per film and shift from base seed {seed}. "
+        "Drop = clean AUROC − shifted AUROC (positive: worse); CIs are paired bootstrap "
+        "intervals over images. No heatmaps under shifts.",
+        "",
+        *_markdown_table(header, rows),
+        "",
+    ]
+
+
 def _flag_rate_lines(report: dict) -> list[str]:
     rows = [r for r in _accuracy_rows(report) if r["accuracy"].get("flag_rate")]
     if not rows:
@@ -391,10 +460,14 @@ def report_markdown(report: dict) -> str:
     lines = [f"# Benchmark {report['created']}", "", *_data_lines(report)]
     lines += ["## Results", "", *_markdown_table(table_header(report), rows), ""]
     lines += _column_lines(report) + _environment_lines(report) + _threshold_lines(report)
+    lines += _shift_lines(report)
     lines += _heatmap_lines(report) + _subgroup_lines(report) + _flag_rate_lines(report)
     lines += _stability_lines(report)
     notes = [f"- {r['name']}: {r['file_note']}" for r in report["rows"] if r["file_note"]]
     notes += [f"- {r['name']}: {r['accuracy_note']}" for r in report["rows"] if r["accuracy_note"]]
+    notes += [
+        f"- {r['name']}: shifts {r['shifts_note']}" for r in report["rows"] if r.get("shifts_note")
+    ]
     if notes:
         lines += ["## Notes", "", *notes, ""]
     if report["errors"]:

@@ -18,8 +18,6 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from train.datasets import Sample
 
 logger = logging.getLogger(__name__)
@@ -31,6 +29,8 @@ HOLD_OUTS = ("large-format",)
 
 def image_long_side(path: str | Path) -> int | None:
     """The stored image's long side in pixels, read from its header; None when unreadable."""
+    from PIL import Image, UnidentifiedImageError  # here: the CLI imports HOLD_OUTS for --help
+
     try:
         with Image.open(path) as image:
             return max(image.size)
