@@ -1438,7 +1438,19 @@ def _score_shifts(planned, scorers, images, config: BenchConfig) -> None:
     labels = np.asarray([image.label for image in chosen])
     for spec, row in planned:
         if row["id"] in logits:
-            row["shifts"] = shift_table(labels, logits[row["id"]], config.resamples, config.seed)
+            accuracy = row["accuracy"] or {}
+            thresholds = {
+                name: point["probability"]
+                for name, point in (accuracy.get("operating_points") or {}).items()
+            }
+            row["shifts"] = shift_table(
+                labels,
+                logits[row["id"]],
+                config.resamples,
+                config.seed,
+                temperature=accuracy.get("temperature") or 1.0,
+                thresholds=thresholds,
+            )
         elif spec.kind == "logits":
             row["shifts_note"] = "n/a (logits of a GPU run cannot be re-scored under shifts)"
         elif spec.random_weights:

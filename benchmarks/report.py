@@ -324,6 +324,8 @@ def _heatmap_lines(report: dict) -> list[str]:
         elif row["heatmap_note"] and row["kind"] in ("tflite", "torch", "onnx"):
             lines.append(f"- {row['name']}: {row['heatmap_note']}")
     cap = report["config"]["heatmap_images"]
+    if not cap:
+        return lines + [""]
     lines.append(
         f"- Heatmaps are scored on the first {cap} test (or labelled external) images with boxes, "
         "each map taken back to the original image with the runtime's heatmap_from_cam. "
@@ -357,33 +359,51 @@ def _subgroup_lines(report: dict) -> list[str]:
     return (["## Subgroups", "", *lines]) if lines else []
 
 
+SHIFT_POINTS = ("doubt", "fracture")
+
+
+def _drop_cell(drop: float | None, interval: Sequence[float | None]) -> str:
+    """A drop with its CI, comma-separated: the bounds may be negative."""
+    if interval[0] is None:
+        return _number(drop)
+    return f"{_number(drop)} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def _point_cells(points: dict) -> list[str]:
+    return [_sens_spec(points.get(name)) for name in SHIFT_POINTS]
+
+
 def shift_table(report: dict) -> tuple[list[str], list[list[str]]]:
-    """(header, rows) of the shift table: clean, one row per shift, then the mean drop; two
-    columns (AUROC, drop with its paired 95 % CI) per artifact scored under shifts."""
+    """(header, rows) of the shift table: clean, one row per shift, then the mean drop. Per
+    artifact scored under shifts: AUROC, drop with its paired 95 % CI, and sensitivity /
+    specificity at the doubt and fracture points chosen on clean validation films."""
     rows = [row for row in report["rows"] if row.get("shifts")]
     definitions = (report.get("shifts") or {}).get("shifts", {})
     if not rows:
         return [], []
     header = ["shift", "severity"]
     for row in rows:
-        header += [f"{row['name']} AUROC", f"{row['name']} drop [95 % CI]"]
-    names = list(rows[0]["shifts"]["shifts"])
-    lines = [
-        ["clean", "as read"] + [c for r in rows for c in (_number(r["shifts"]["clean_auroc"]), "—")]
-    ]
-    for name in names:
+        name = row["name"]
+        header += [f"{name} AUROC", f"{name} drop [95 % CI]"]
+        header += [f"{name} sens / spec @ {point}" for point in SHIFT_POINTS]
+    clean = ["clean", "as read"]
+    for row in rows:
+        table = row["shifts"]
+        clean += [_number(table["clean_auroc"]), "—"]
+        clean += _point_cells(table.get("clean_operating_points") or {})
+    lines = [clean]
+    for name in rows[0]["shifts"]["shifts"]:
         cells = [name, definitions.get(name, "")]
         for row in rows:
             entry = row["shifts"]["shifts"][name]
-            cells += [
-                _number(entry["auroc"]),
-                f"{_number(entry['drop'])} [{_interval(entry['drop_ci95'])}]",
-            ]
+            cells += [_number(entry["auroc"]), _drop_cell(entry["drop"], entry["drop_ci95"])]
+            cells += _point_cells(entry.get("operating_points") or {})
         lines.append(cells)
-    mean = ["**mean drop**", f"over {len(names)} shifts"]
+    mean = ["**mean drop**", f"over {len(lines) - 1} shifts"]
     for row in rows:
         table = row["shifts"]
-        mean += ["", f"**{_number(table['mean_drop'])}** [{_interval(table['mean_drop_ci95'])}]"]
+        drop = _drop_cell(table["mean_drop"], table["mean_drop_ci95"])
+        mean += ["", f"**{drop}**", "", ""]
     return header, [*lines, mean]
 
 
@@ -400,7 +420,9 @@ def _shift_lines(report: dict) -> list[str]:
         "under each shift of `benchmarks/shifts.py`, applied to the loaded radiograph before the "
         f"shared preprocessing; parameters drawn per film and shift from base seed {seed}. "
         "Drop = clean AUROC − shifted AUROC (positive: worse); CIs are paired bootstrap "
-        "intervals over images. No heatmaps under shifts.",
+        "intervals over images. Sensitivity / specificity at the operating points (and "
+        "temperature) chosen on the clean validation films: a shift that keeps the ranking can "
+        "still move the scores across them. No heatmaps under shifts.",
         "",
         *_markdown_table(header, rows),
         "",

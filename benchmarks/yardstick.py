@@ -4,7 +4,9 @@
   labelled rows) are scored again, once clean and once under each acquisition shift of
   :mod:`benchmarks.shifts`, applied to the loaded radiograph before the shared
   :func:`edge_app.preprocess.preprocess`. Per artifact: the clean AUROC, the AUROC under each
-  shift, its drop, and the mean drop, each drop with a paired bootstrap 95 % CI.
+  shift, its drop, and the mean drop, each drop with a paired bootstrap 95 % CI; and the
+  sensitivity and specificity at the operating points chosen on clean validation films, since
+  a shift that keeps the ranking can still move every score past a fixed threshold.
 - **Shortcut check**: the test AUROC on the films without surgical hardware (FracAtlas
   ``hardware`` flag 0), next to the overall AUROC; 97 of FracAtlas's 99 films with hardware
   are fractured.
@@ -24,7 +26,7 @@ import numpy as np
 from benchmarks.shifts import DEFAULT_SHIFT_SEED, SHIFT_NAMES, SHIFTS, apply_shift
 from edge_app.preprocess import preprocess
 from edge_app.radiograph import load_radiograph
-from train.metrics import auroc, bootstrap_auroc_ci
+from train.metrics import apply_temperature, auroc, bootstrap_auroc_ci, sensitivity_specificity
 
 logger = logging.getLogger(__name__)
 
@@ -64,27 +66,46 @@ def hardware_free_auroc(
 # --------------------------------------------------------------------------- shift table
 
 
+def operating_points_under(
+    labels: np.ndarray, logits: np.ndarray, temperature: float, thresholds: dict[str, float]
+) -> dict[str, dict[str, float | None]]:
+    """Sensitivity and specificity of ``sigmoid(logit / T) >= threshold`` per operating point."""
+    probabilities = apply_temperature(np.asarray(logits, dtype=np.float64), temperature)
+    points = {}
+    for name, threshold in thresholds.items():
+        sensitivity, specificity = sensitivity_specificity(labels, probabilities, threshold)
+        points[name] = {"sensitivity": _rounded(sensitivity), "specificity": _rounded(specificity)}
+    return points
+
+
 def shift_table(
     labels: np.ndarray,
     logits: dict[str, np.ndarray],
     resamples: int = 2000,
     seed: int = 0,
+    temperature: float = 1.0,
+    thresholds: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Clean AUROC, each shift's AUROC and drop (clean − shifted), and the mean drop.
 
     ``logits`` maps ``"clean"`` and every shift name to one score per image. AUROCs are rounded
     to 4 digits first and the drops taken from the rounded values, so the table adds up as
     printed. The CIs are paired percentile-bootstrap intervals: each resample draws images once
-    and scores them clean and shifted.
+    and scores them clean and shifted. With ``thresholds`` (probabilities after
+    ``temperature``), each variant also gets sensitivity and specificity at each of them.
     """
     labels = np.asarray(labels).astype(bool)
     names = [name for name in logits if name != CLEAN]
     clean = _rounded(auroc(labels, logits[CLEAN]))
+
+    def points(values: np.ndarray) -> dict[str, Any]:
+        return operating_points_under(labels, values, temperature, thresholds or {})
+
     shifts = {}
     for name in names:
         value = _rounded(auroc(labels, logits[name]))
         drop = None if clean is None or value is None else round(clean - value, 4)
-        shifts[name] = {"auroc": value, "drop": drop}
+        shifts[name] = {"auroc": value, "drop": drop, "operating_points": points(logits[name])}
     drops = [entry["drop"] for entry in shifts.values()]
     mean_drop = round(float(np.mean(drops)), 4) if drops and None not in drops else None
     intervals = paired_drop_ci(labels, logits, names, resamples, seed)
@@ -94,6 +115,8 @@ def shift_table(
         "images": int(labels.size),
         "fractured": int(labels.sum()),
         "clean_auroc": clean,
+        "clean_operating_points": points(logits[CLEAN]),
+        "temperature": temperature,
         "shifts": shifts,
         "mean_drop": mean_drop,
         "mean_drop_ci95": intervals["mean"],

@@ -26,6 +26,14 @@ from train.metrics import auroc
 LABELS = np.array([0, 0, 0, 1, 1, 0, 1, 0])
 
 
+def test_operating_points_under_a_shift_follow_the_temperature():
+    logits = np.array([-2.0, -1.0, 0.0, 1.0, 2.0, -3.0, 3.0, -0.5])
+    # T = 2: probabilities sigmoid(logit / 2); threshold 0.5 is logit >= 0.
+    points = shift_table(LABELS, {"clean": logits}, 10, 0, 2.0, {"fracture": 0.5})
+    clean = points["clean_operating_points"]["fracture"]
+    assert clean == {"sensitivity": 1.0, "specificity": 0.8}  # 0.0 on a negative is called
+
+
 def test_shift_table_one_entry_per_shift_and_mean_of_drops():
     clean = np.array([0.1, 0.2, 0.3, 0.9, 0.8, 0.4, 0.7, 0.05])  # perfect: AUROC 1
     logits = {
@@ -190,6 +198,21 @@ def test_shift_rows_have_one_entry_per_shift_and_their_mean_drop(shift_run):
 
 
 @needs_bench
+def test_clean_operating_points_match_the_accuracy_section(shift_run):
+    report, _ = shift_run
+    for row in report["rows"][:2]:
+        points = row["accuracy"]["operating_points"]
+        table = row["shifts"]
+        assert table["temperature"] == row["accuracy"]["temperature"]
+        for name in ("doubt", "fracture"):
+            clean = table["clean_operating_points"][name]
+            assert clean["sensitivity"] == pytest.approx(points[name]["sensitivity"], abs=1e-4)
+            assert clean["specificity"] == pytest.approx(points[name]["specificity"], abs=1e-4)
+            for entry in table["shifts"].values():
+                assert 0 <= entry["operating_points"][name]["sensitivity"] <= 1
+
+
+@needs_bench
 def test_no_latency_measures_none(shift_run):
     report, _ = shift_run
     for row in report["rows"]:
@@ -214,13 +237,14 @@ def test_markdown_has_the_shift_table(shift_run):
     report, out = shift_run
     header, rows = markdown_shift_table(report)
     assert [row[0] for row in rows] == ["clean", *SHIFT_NAMES, "**mean drop**"]
-    assert len(header) == 2 + 2 * 2  # shift, severity; AUROC and drop per scored artifact
+    # shift, severity; per scored artifact: AUROC, drop, sens / spec at doubt and at fracture
+    assert len(header) == 2 + 2 * 4
     markdown = (out / "report.md").read_text()
     assert "## Acquisition shifts" in markdown
     for name in SHIFT_NAMES:
         assert f"| {name} |" in markdown
     mean_drop = report["rows"][0]["shifts"]["mean_drop"]
-    assert f"**{mean_drop:.3f}**" in markdown
+    assert f"**{mean_drop:.3f} [" in markdown
 
 
 def test_config_refuses_shifts_or_no_latency_with_latency_only():
