@@ -23,6 +23,11 @@ temperature and both operating points are chosen on validation and everything is
 test (:func:`train.evaluate.evaluate_scores`). On an external folder (``--external``) there is
 no validation split, so each artifact's own card thresholds and temperature are used.
 
+With ``--shifts`` every artifact with weights also scores the measured images under each
+acquisition shift of :mod:`benchmarks.shifts` (:mod:`benchmarks.yardstick`); on FracAtlas the
+accuracy section also gives the test AUROC on films without surgical hardware.
+``--no-latency`` skips the latency children (a quick accuracy or shift run).
+
 Latency and peak RSS are measured per artifact in a child process (``python -m
 benchmarks.bench --latency-child JOB``), so the peak belongs to that artifact and its runtime
 alone, and TensorFlow never shares a process with torchvision (LiteRT comes from
@@ -53,6 +58,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.latency import measure_latency, peak_rss_mb
+from benchmarks.shifts import DEFAULT_SHIFT_SEED
 from edge_app._optional import install_hint
 from edge_app.errors import FractureEdgeError, MissingDependencyError
 from edge_app.preprocess import PreprocessConfig, preprocess
@@ -113,6 +119,8 @@ ROW_KEYS = (
     "speedup_note",
     "heatmap",
     "heatmap_note",
+    "shifts",
+    "shifts_note",
     "logits",
     "errors",
 )
@@ -434,6 +442,9 @@ class BenchConfig:
     note: str = ""
     cuda: bool = True
     latency_only: bool = False
+    latency: bool = True
+    shifts: bool = False
+    shift_seed: int = DEFAULT_SHIFT_SEED
     child_timeout_s: float = 3600.0
 
     def __post_init__(self) -> None:
@@ -449,6 +460,10 @@ class BenchConfig:
             raise BenchError("--heatmap-images must be ≥ 0")
         if self.latency_only and self.external:
             raise BenchError("--latency-only reads no images: leave out --external and --labels")
+        if self.latency_only and not self.latency:
+            raise BenchError("--latency-only and --no-latency leave nothing to measure")
+        if self.latency_only and self.shifts:
+            raise BenchError("--shifts scores images; --latency-only reads none: drop one")
         self.threads = list(dict.fromkeys(int(n) for n in self.threads))
 
 
@@ -710,7 +725,7 @@ def score_images(
     (heatmaps in the original image's frame, where the boxes are)."""
     from train.gradcam import cam_agreement, pointing_game
 
-    references = _reference_scorers(scorers)
+    references = _reference_scorers(scorers) if heatmap_indices else {}  # Grad-CAM only
     configs = {s.config for s in [*scorers.values(), *references.values()]}
     logits: dict[str, list[float]] = {row_id: [] for row_id in scorers}
     heatmaps = {
@@ -768,7 +783,8 @@ def split_accuracy(
     resamples: int,
     seed: int,
 ) -> dict[str, Any]:
-    """Temperature and operating points chosen on val, everything measured on test."""
+    """Temperature and operating points chosen on val, everything measured on test; with a
+    ``hardware`` subgroup, also the AUROC on the test films without surgical hardware."""
     from train.evaluate import evaluate_scores
 
     labels = np.asarray([image.label for image in images], dtype=np.int64)
@@ -787,6 +803,13 @@ def split_accuracy(
         name: {"probability": point["probability"], **point["test"]}
         for name, point in report["operating_points"].items()
     }
+    hardware_free = None
+    if subgroups and "hardware" in subgroups:
+        from benchmarks.yardstick import hardware_free_auroc
+
+        hardware_free = hardware_free_auroc(
+            labels[test], logits[test], subgroups["hardware"], resamples, seed
+        )
     return {
         "measured_on": "test",
         "thresholds_from": "validation split (temperature fitted there too)",
@@ -794,6 +817,7 @@ def split_accuracy(
         "auroc": report["test"]["auroc"],
         "auroc_ci95": report["test"]["auroc_ci95"],
         "auprc": report["test"]["auprc"],
+        "hardware_free": hardware_free,
         "temperature": report["calibration"]["temperature"],
         "operating_points": points,
         "subgroups": report.get("subgroups"),
@@ -849,6 +873,7 @@ def card_accuracy(
             else [None, None]
         ),
         "auprc": _rounded(auprc(truth, scores)) if both_classes else None,
+        "hardware_free": None,
         "temperature": temperature,
         "operating_points": points,
         "subgroups": None,
@@ -1216,7 +1241,7 @@ def _heatmap_indices(images: Sequence[BenchImage], cap: int) -> set[int]:
 def _build_scorer(spec: ArtifactSpec, row: dict, config: BenchConfig, work: Path):
     """The parent's scorer of one row; fills the row's name, format and file size."""
     if spec.kind == "tflite":
-        scorer = _TFLiteScorer(spec.target)
+        scorer = _TFLiteScorer(spec.target, threads=config.threads[0])
         scorer.reference, reason = heatmap_reference(scorer.card, config.heatmap_reference)
         if reason:
             row["heatmap_note"] = f"CAM agreement skipped: {reason}"
@@ -1296,8 +1321,13 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
                 row["accuracy_note"] = row["heatmap_note"] = LATENCY_ONLY
         else:
             _score_and_evaluate(planned, scorers, images, config)
+        if config.shifts:
+            _score_shifts(planned, scorers, images, config)
         scorers.clear()  # free the parent's models before the children measure
-        measure_interleaved(planned, config, onnx_paths)
+        if config.latency:
+            measure_interleaved(planned, config, onnx_paths)
+        else:
+            _skip_latency(rows)
     reference = speedups(rows, config.speedup_reference)
     env["load_average_end"] = (
         [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
@@ -1311,6 +1341,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         "data": data,
         "environment": env,
         "speedup_reference": reference,
+        "shifts": _shift_definitions(config),
         "images": [
             {
                 "file": i.file,
@@ -1376,9 +1407,54 @@ def _score_and_evaluate(planned, scorers, images, config: BenchConfig) -> None:
             )
         if row["id"] in heatmaps:
             row["heatmap"] = heatmaps[row["id"]].summary()
+        elif spec.kind != "logits" and row["device"] == "cpu" and not config.heatmap_images:
+            row["heatmap_note"] = "not scored (--heatmap-images 0)"
         elif spec.kind != "logits" and row["device"] == "cpu":
             where = "labelled external" if config.external else "test"
             row["heatmap_note"] = f"no {where} image with boxes in this run"
+
+
+NO_LATENCY = "not measured (--no-latency)"
+
+
+def _skip_latency(rows: Sequence[dict]) -> None:
+    for row in rows:
+        if row["kind"] != "logits":  # their "n/a (GPU run)" note stays
+            row["latency_note"] = NO_LATENCY
+
+
+def _shift_definitions(config: BenchConfig) -> dict[str, Any] | None:
+    from benchmarks.yardstick import shift_definitions
+
+    return shift_definitions(config.shift_seed) if config.shifts else None
+
+
+def _score_shifts(planned, scorers, images, config: BenchConfig) -> None:
+    """Every row with weights: AUROC clean and under each acquisition shift (test images)."""
+    from benchmarks.yardstick import measured_indices, score_shifts, shift_table
+
+    chosen = [images[index] for index in measured_indices(images)]
+    logits = score_shifts(chosen, scorers, config.shift_seed) if scorers else {}
+    labels = np.asarray([image.label for image in chosen])
+    for spec, row in planned:
+        if row["id"] in logits:
+            accuracy = row["accuracy"] or {}
+            thresholds = {
+                name: point["probability"]
+                for name, point in (accuracy.get("operating_points") or {}).items()
+            }
+            row["shifts"] = shift_table(
+                labels,
+                logits[row["id"]],
+                config.resamples,
+                config.seed,
+                temperature=accuracy.get("temperature") or 1.0,
+                thresholds=thresholds,
+            )
+        elif spec.kind == "logits":
+            row["shifts_note"] = "n/a (logits of a GPU run cannot be re-scored under shifts)"
+        elif spec.random_weights:
+            row["shifts_note"] = NO_WEIGHTS
 
 
 def _latency_once(spec: ArtifactSpec, row: dict, config: BenchConfig, onnx_path) -> dict | None:

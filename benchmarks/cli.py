@@ -39,6 +39,9 @@ def _bench(args: argparse.Namespace) -> int:
         note=args.note or "",
         cuda=args.cuda,
         latency_only=args.latency_only,
+        latency=args.latency,
+        shifts=args.shifts,
+        **({"shift_seed": args.shift_seed} if args.shift_seed is not None else {}),
     )
     report = run_bench(config)
     for row in report["rows"]:
@@ -48,6 +51,13 @@ def _bench(args: argparse.Namespace) -> int:
             f"{row['name'][:50]:<50} AUROC {auroc if auroc is not None else 'n/a':<7} "
             f"p50 {latency if latency is not None else 'n/a'} ms ({config.threads[0]} thr)"
         )
+    for row in report["rows"]:
+        if row["shifts"]:
+            table = row["shifts"]
+            print(
+                f"{row['name'][:50]:<50} shifts: clean AUROC {table['clean_auroc']}, "
+                f"mean drop {table['mean_drop']} over {len(table['shifts'])} shifts"
+            )
     print(f"report: {config.out}/report.md\njson:   {config.out}/report.json")
     print(f"wall time: {report['wall_s']} s")
     status = 0
@@ -125,6 +135,26 @@ def add_bench_parser(verbs: argparse._SubParsersAction) -> None:
         action="store_true",
         help="no images: size, latency and memory of the artifacts only (e.g. on a GPU machine "
         "or a device without the data)",
+    )
+    bench.add_argument(
+        "--latency",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="measure latency and memory in child processes (default: yes; --no-latency for a "
+        "quick accuracy or --shifts run)",
+    )
+    bench.add_argument(
+        "--shifts",
+        action="store_true",
+        help="also score the test images under ten seeded acquisition shifts (exposure, "
+        "contrast, noise, blur, JPEG q20, half resolution, collimation, burned-in text, 90° "
+        "rotation, inverted polarity): AUROC per shift, drop and mean drop",
+    )
+    bench.add_argument(
+        "--shift-seed",
+        type=int,
+        help="base seed of the shifts' parameters (default: benchmarks.shifts."
+        "DEFAULT_SHIFT_SEED, 20261130)",
     )
     bench.add_argument("--note", help="free text for the report (e.g. what else was running)")
     bench.add_argument(

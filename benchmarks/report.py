@@ -81,14 +81,26 @@ def _sens_spec(point: dict | None) -> str:
 # --------------------------------------------------------------------------- Markdown
 
 
-def _accuracy_cells(row: dict) -> list[str]:
+def _has_hardware_column(report: dict) -> bool:
+    return report["data"]["mode"] == "fracatlas"
+
+
+def _auroc_cell(entry: dict | None) -> str:
+    if not entry or entry["auroc"] is None:
+        return "n/a"
+    return f"{_number(entry['auroc'])} [{_interval(entry['auroc_ci95'])}]"
+
+
+def _accuracy_cells(row: dict, hardware_column: bool = False) -> list[str]:
     accuracy = row["accuracy"]
     if not accuracy:
-        return [row["accuracy_note"] or "n/a"] + ["n/a"] * 3
+        return [row["accuracy_note"] or "n/a"] + ["n/a"] * (3 + hardware_column)
     points = accuracy["operating_points"]
     fracture = points.get("fracture")
+    hardware = [_auroc_cell(accuracy.get("hardware_free"))] if hardware_column else []
     return [
-        f"{_number(accuracy['auroc'])} [{_interval(accuracy['auroc_ci95'])}]",
+        _auroc_cell(accuracy),
+        *hardware,
         _sens_spec(points.get("doubt")),
         _sens_spec(fracture),
         _number(fracture["cohen_kappa"]) if fracture else "n/a",
@@ -137,6 +149,7 @@ def table_header(report: dict) -> list[str]:
         "device",
         "MB",
         f"{measured} AUROC [95 % CI]",
+        *(["test AUROC, films without hardware [95 % CI]"] if _has_hardware_column(report) else []),
         "sens / spec @ doubt",
         "sens / spec @ fracture",
         "κ @ fracture",
@@ -156,7 +169,7 @@ def table_row(report: dict, row: dict) -> list[str]:
         row["format"],
         row["device"],
         size,
-        *_accuracy_cells(row),
+        *_accuracy_cells(row, _has_hardware_column(report)),
         *_latency_cells(row, threads_of(report)),
         *_heatmap_cells(row),
     ]
@@ -248,11 +261,17 @@ def _environment_lines(report: dict) -> list[str]:
 
 def _column_lines(report: dict) -> list[str]:
     config = report["config"]
+    hardware = (
+        "Films without hardware: the test AUROC on the films whose FracAtlas `hardware` flag is "
+        "0 (97 of the 99 films with hardware are fractured: a shortcut). "
+        if _has_hardware_column(report)
+        else ""
+    )
     return [
         "Columns (details in docs/benchmarks.md): MB is the file on disk (arch rows: fp32 "
-        "parameter bytes). Sensitivity / specificity at the *doubt* point (≥ 95 % validation "
-        "sensitivity) and the *fracture* point (validation Youden J); κ is Cohen's kappa at the "
-        "fracture point. Latency: one single-image call after "
+        f"parameter bytes). {hardware}Sensitivity / specificity at the *doubt* point "
+        "(≥ 95 % validation sensitivity) and the *fracture* point (validation Youden J); κ is "
+        "Cohen's kappa at the fracture point. Latency: one single-image call after "
         f"{config['warmup']} warm-up calls, p50 / p95 over {config['runs']} calls, median over "
         f"{config['repeats']} interleaved rounds (every artifact once per round, each in its own "
         "child process). Speed-up: the reference's fastest call / the row's fastest call over "
@@ -305,6 +324,8 @@ def _heatmap_lines(report: dict) -> list[str]:
         elif row["heatmap_note"] and row["kind"] in ("tflite", "torch", "onnx"):
             lines.append(f"- {row['name']}: {row['heatmap_note']}")
     cap = report["config"]["heatmap_images"]
+    if not cap:
+        return lines + [""]
     lines.append(
         f"- Heatmaps are scored on the first {cap} test (or labelled external) images with boxes, "
         "each map taken back to the original image with the runtime's heatmap_from_cam. "
@@ -336,6 +357,76 @@ def _subgroup_lines(report: dict) -> list[str]:
             table = [[name, *row] for name, row in zip(names, cells, strict=True)]
             lines += _markdown_table(["model", *header], table) + [""]
     return (["## Subgroups", "", *lines]) if lines else []
+
+
+SHIFT_POINTS = ("doubt", "fracture")
+
+
+def _drop_cell(drop: float | None, interval: Sequence[float | None]) -> str:
+    """A drop with its CI, comma-separated: the bounds may be negative."""
+    if interval[0] is None:
+        return _number(drop)
+    return f"{_number(drop)} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+
+def _point_cells(points: dict) -> list[str]:
+    return [_sens_spec(points.get(name)) for name in SHIFT_POINTS]
+
+
+def shift_table(report: dict) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the shift table: clean, one row per shift, then the mean drop. Per
+    artifact scored under shifts: AUROC, drop with its paired 95 % CI, and sensitivity /
+    specificity at the doubt and fracture points chosen on clean validation films."""
+    rows = [row for row in report["rows"] if row.get("shifts")]
+    definitions = (report.get("shifts") or {}).get("shifts", {})
+    if not rows:
+        return [], []
+    header = ["shift", "severity"]
+    for row in rows:
+        name = row["name"]
+        header += [f"{name} AUROC", f"{name} drop [95 % CI]"]
+        header += [f"{name} sens / spec @ {point}" for point in SHIFT_POINTS]
+    clean = ["clean", "as read"]
+    for row in rows:
+        table = row["shifts"]
+        clean += [_number(table["clean_auroc"]), "—"]
+        clean += _point_cells(table.get("clean_operating_points") or {})
+    lines = [clean]
+    for name in rows[0]["shifts"]["shifts"]:
+        cells = [name, definitions.get(name, "")]
+        for row in rows:
+            entry = row["shifts"]["shifts"][name]
+            cells += [_number(entry["auroc"]), _drop_cell(entry["drop"], entry["drop_ci95"])]
+            cells += _point_cells(entry.get("operating_points") or {})
+        lines.append(cells)
+    mean = ["**mean drop**", f"over {len(lines) - 1} shifts"]
+    for row in rows:
+        table = row["shifts"]
+        drop = _drop_cell(table["mean_drop"], table["mean_drop_ci95"])
+        mean += ["", f"**{drop}**", "", ""]
+    return header, [*lines, mean]
+
+
+def _shift_lines(report: dict) -> list[str]:
+    header, rows = shift_table(report)
+    if not header:
+        return []
+    first = next(row for row in report["rows"] if row.get("shifts"))["shifts"]
+    seed = report["shifts"]["seed"]
+    return [
+        "## Acquisition shifts",
+        "",
+        f"The {first['images']} measured images ({first['fractured']} fractured) scored again "
+        "under each shift of `benchmarks/shifts.py`, applied to the loaded radiograph before the "
+        f"shared preprocessing; parameters drawn per film and shift from base seed {seed}. "
+        "Drop = clean AUROC − shifted AUROC (positive: worse); CIs are paired bootstrap "
+        "intervals over images. Sensitivity / specificity at the operating points (and "
+        "temperature) chosen on the clean validation films: a shift that keeps the ranking can "
+        "still move the scores across them. No heatmaps under shifts.",
+        "",
+        *_markdown_table(header, rows),
+        "",
+    ]
 
 
 def _flag_rate_lines(report: dict) -> list[str]:
@@ -391,10 +482,14 @@ def report_markdown(report: dict) -> str:
     lines = [f"# Benchmark {report['created']}", "", *_data_lines(report)]
     lines += ["## Results", "", *_markdown_table(table_header(report), rows), ""]
     lines += _column_lines(report) + _environment_lines(report) + _threshold_lines(report)
+    lines += _shift_lines(report)
     lines += _heatmap_lines(report) + _subgroup_lines(report) + _flag_rate_lines(report)
     lines += _stability_lines(report)
     notes = [f"- {r['name']}: {r['file_note']}" for r in report["rows"] if r["file_note"]]
     notes += [f"- {r['name']}: {r['accuracy_note']}" for r in report["rows"] if r["accuracy_note"]]
+    notes += [
+        f"- {r['name']}: shifts {r['shifts_note']}" for r in report["rows"] if r.get("shifts_note")
+    ]
     if notes:
         lines += ["## Notes", "", *notes, ""]
     if report["errors"]:

@@ -46,6 +46,7 @@ def _data_audit(args: argparse.Namespace) -> int:
 def _data_split(args: argparse.Namespace) -> int:
     from train.audit import audit_dataset, read_json, write_json
     from train.datasets import open_dataset
+    from train.held_out import held_out_indices
     from train.splits import (
         SplitConfig,
         make_split,
@@ -55,6 +56,10 @@ def _data_split(args: argparse.Namespace) -> int:
         write_split,
     )
 
+    if args.hold_out and args.test is not None:
+        raise ValueError(
+            f"--hold-out {args.hold_out} makes the held-out films the test set; drop --test"
+        )
     samples = list(open_dataset(args.path))
     if args.audit:
         audit = read_json(args.audit)
@@ -63,13 +68,22 @@ def _data_split(args: argparse.Namespace) -> int:
         result = audit_dataset(samples, workers=args.workers)
         audit = result.to_json()
         write_json(result, Path(args.out).with_suffix(".audit.json"))
-    config = SplitConfig(args.val, args.test, args.folds, args.seed, args.keep_truncated)
+    test = 0.15 if args.test is None else args.test
+    config = SplitConfig(args.val, test, args.folds, args.seed, args.keep_truncated)
     root = Path(args.path) if Path(args.path).is_dir() else Path(args.path).parent
     previous = read_split(args.keep_from) if args.keep_from else None
-    rows = make_split(samples, audit, config, root=root.resolve(), previous=previous)
-    write_split(rows, args.out)
-    print(json.dumps({"split_id": split_id(rows), "counts": split_counts(rows)}, indent=1))
-    print(f"split: {args.out}")
+    held_out = held_out_indices(args.hold_out, samples) if args.hold_out else []
+    rows = make_split(
+        samples, audit, config, root=root.resolve(), previous=previous, held_out=held_out
+    )
+    identifier = split_id(rows)
+    out = Path(str(args.out).replace("{split_id}", identifier))
+    write_split(rows, out)
+    summary = {"split_id": identifier, "counts": split_counts(rows)}
+    if args.hold_out:
+        summary["held_out"] = {"name": args.hold_out, "images": len(held_out)}
+    print(json.dumps(summary, indent=1))
+    print(f"split: {out}")
     return 0
 
 
@@ -90,6 +104,8 @@ def _data_cache(args: argparse.Namespace) -> int:
 
 
 def _add_data_parser(verbs: argparse._SubParsersAction) -> None:
+    from train.held_out import HOLD_OUTS  # numpy and Pillow only: --help stays light
+
     data = verbs.add_parser("data", help="audit, split and cache a data set")
     data_verbs = data.add_subparsers(dest="data_verb", required=True, metavar="VERB")
 
@@ -103,9 +119,25 @@ def _add_data_parser(verbs: argparse._SubParsersAction) -> None:
     split = data_verbs.add_parser("split", help="leak-free stratified grouped split")
     split.add_argument("path", help="FracAtlas root, folder-per-class tree or CSV manifest")
     split.add_argument("--audit", help="audit JSON to take duplicate groups from (else audit now)")
-    split.add_argument("--out", default="runs/split.csv", help="split CSV to write")
-    split.add_argument("--val", type=float, default=0.15, help="validation fraction")
-    split.add_argument("--test", type=float, default=0.15, help="test fraction")
+    split.add_argument(
+        "--out",
+        default="runs/split.csv",
+        help="split CSV to write; '{split_id}' in it is replaced by the split's id",
+    )
+    split.add_argument(
+        "--val",
+        type=float,
+        default=0.15,
+        help="validation fraction (with --hold-out: of the films not held out)",
+    )
+    split.add_argument("--test", type=float, help="test fraction (default 0.15)")
+    split.add_argument(
+        "--hold-out",
+        choices=HOLD_OUTS,
+        help="test on every film of this acquisition only: 'large-format' puts every film "
+        "with a long side of 1,000 px or more in test, keeps train and val free of them and "
+        "excludes their near-duplicates (docs/data.md)",
+    )
     split.add_argument("--folds", type=int, default=0, help="k folds over train+val (0: none)")
     split.add_argument("--seed", type=int, default=0)
     split.add_argument(

@@ -270,7 +270,7 @@ def test_missing_speedup_reference_says_so(tmp_path, atlas, tiny_bundle):
     row = run_bench(config)["rows"][0]
     assert row["speedup"] is None
     assert row["speedup_note"] == "n/a (arch:vgg16_bn@224 not measured in this run)"
-    assert row["heatmap"] is None and "no test image with boxes" in row["heatmap_note"]
+    assert row["heatmap"] is None and row["heatmap_note"] == "not scored (--heatmap-images 0)"
 
 
 def test_latency_only_reads_no_images(tmp_path, tiny_bundle, checkpoint):

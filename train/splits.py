@@ -11,7 +11,10 @@ Rows are excluded, with the reason written into the split file and the log, when
 - the file is truncated (``truncated``; in FracAtlas every truncated file is a negative, so
   the grey band that replaces the missing rows would be a label shortcut). ``keep_truncated``
   keeps them;
-- its label sources disagree and no fracture box settles it (``label-source-disagreement``).
+- its label sources disagree and no fracture box settles it (``label-source-disagreement``);
+- with a held-out test set (``held_out``, e.g. every large-format film: see
+  :mod:`train.held_out`), it is not held out but shares a group with a held-out film
+  (``near-duplicate-of-held-out``), so no group crosses into the held-out test set.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import csv
 import hashlib
 import io
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ logger = logging.getLogger(__name__)
 SPLIT_NAMES = ("train", "val", "test")
 EXCLUDED = "excluded"
 SPLIT_COLUMNS = ("file", "split", "label", "group", "fold", "reason", "relpath")
+NEAR_HELD_OUT = "near-duplicate-of-held-out"
 
 
 @dataclass(frozen=True)
@@ -161,6 +165,7 @@ def make_split(
     config: SplitConfig,
     root: Path | None = None,
     previous: Sequence[SplitRow] | None = None,
+    held_out: Collection[int] = (),
 ) -> list[SplitRow]:
     """Split ``samples`` into train/val/test (and k folds), leak-free under ``audit``'s groups.
 
@@ -169,20 +174,31 @@ def make_split(
     exclusions are recomputed, and groups new to the data set are dealt out as usual. A group
     the new audit merged across two earlier splits goes to the earliest of train, val, test
     (a model trained on the earlier split has seen its train member), with a warning.
+
+    With ``held_out`` (sample indices), the test set is exactly those samples (minus the
+    usual exclusions); any other sample of their groups is excluded as
+    ``near-duplicate-of-held-out``; the rest is dealt into train and val only, val taking
+    ``config.val_fraction`` of it (``config.test_fraction`` is not used).
     """
+    if held_out and previous:
+        raise ValueError(
+            "a held-out test set cannot keep the assignment of an earlier split file: "
+            "drop --keep-from (or --hold-out)"
+        )
     groups = leak_groups(samples, audit.get("near_duplicate_groups", []))
     excluded = exclusion_reasons(samples, audit, config.keep_truncated)
+    for index, reason in held_out_exclusions(groups, held_out).items():
+        excluded.setdefault(index, reason)
     for index, reason in sorted(excluded.items()):
         logger.info("excluding %s: %s", Path(samples[index].path).name, reason)
     group_labels: dict[str, list[int]] = {}
     for index, sample in enumerate(samples):
         if index not in excluded:
             group_labels.setdefault(groups[index], []).append(int(sample.label))
-    train_fraction = 1 - config.val_fraction - config.test_fraction
-    fractions = [train_fraction, config.val_fraction, config.test_fraction]
     kept_split, kept_fold = _previous_assignment(samples, groups, excluded, previous)
     fresh = {name: labels for name, labels in group_labels.items() if name not in kept_split}
-    split_of_group = {**assign_groups(fresh, fractions, config.seed), **kept_split}
+    held_groups = {groups[index] for index in held_out if index not in excluded}
+    split_of_group = {**_assign_splits(fresh, held_groups, config), **kept_split}
     fold_of_group = {**_folds(fresh, split_of_group, config), **kept_fold}
     rows = []
     for index, sample in enumerate(samples):
@@ -200,6 +216,31 @@ def make_split(
             SplitRow(Path(sample.path).name, split, int(sample.label), group, fold, reason, relpath)
         )
     return rows
+
+
+def held_out_exclusions(groups: Sequence[str], held_out: Collection[int]) -> dict[int, str]:
+    """Index → ``near-duplicate-of-held-out`` for every sample that is not held out but shares
+    a group with one that is: it would carry the held-out acquisition into train or val."""
+    held = set(held_out)
+    held_groups = {groups[index] for index in held}
+    return {
+        index: NEAR_HELD_OUT
+        for index, group in enumerate(groups)
+        if group in held_groups and index not in held
+    }
+
+
+def _assign_splits(
+    group_labels: dict[str, list[int]], held_groups: set[str], config: SplitConfig
+) -> dict[str, int]:
+    """Split index per group: held-out groups are test, the rest is dealt out as configured."""
+    if not held_groups:
+        train_fraction = 1 - config.val_fraction - config.test_fraction
+        fractions = [train_fraction, config.val_fraction, config.test_fraction]
+        return assign_groups(group_labels, fractions, config.seed)
+    pool = {name: labels for name, labels in group_labels.items() if name not in held_groups}
+    assigned = assign_groups(pool, [1 - config.val_fraction, config.val_fraction], config.seed)
+    return {**assigned, **dict.fromkeys(held_groups, SPLIT_NAMES.index("test"))}
 
 
 def _previous_assignment(
