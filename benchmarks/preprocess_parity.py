@@ -19,7 +19,7 @@ import numpy as np
 from edge_app._optional import require
 from edge_app.preprocess import PreprocessConfig, preprocess
 from edge_app.radiograph import load_radiograph
-from train.cache import load_cached_bank, read_cache_index, read_cache_meta
+from train.cache import cache_levels, load_cached_bank, read_cache_index, read_cache_meta
 from train.metrics import auroc
 from train.tensor_preprocess import preprocess_batch
 
@@ -48,7 +48,8 @@ def compare(
             for row in rows
         ]
     )
-    canvases = torch.from_numpy(load_cached_bank(cache_dir, rows)).unsqueeze(1).float() / 255.0
+    canvases = torch.from_numpy(load_cached_bank(cache_dir, rows)).unsqueeze(1).float()
+    canvases /= cache_levels(cache_dir)
     with torch.no_grad():
         trained = preprocess_batch(canvases, config).squeeze(1).numpy()
     difference = np.abs(trained - app) * config.std  # back to [0, 1] intensity units
@@ -78,9 +79,12 @@ def _logit_effect(checkpoint, app: np.ndarray, trained: np.ndarray, rows) -> dic
         logits_app = model(torch.from_numpy(app).unsqueeze(1)).numpy()
         logits_trained = model(torch.from_numpy(trained).unsqueeze(1)).numpy()
     labels = np.array([int(row["label"]) for row in rows])
+    difference = np.abs(logits_app - logits_trained)
     return {
         "checkpoint": str(checkpoint),
-        "max_abs_logit_difference": round(float(np.abs(logits_app - logits_trained).max()), 5),
+        "max_abs_logit_difference": round(float(difference.max()), 5),
+        "median_abs_logit_difference": round(float(np.median(difference)), 5),
+        "p99_abs_logit_difference": round(float(np.percentile(difference, 99)), 5),
         "auroc_app_inputs": round(float(auroc(labels, logits_app)), 4),
         "auroc_training_inputs": round(float(auroc(labels, logits_trained)), 4),
     }

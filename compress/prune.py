@@ -28,7 +28,7 @@ from edge_app._optional import require
 from edge_app.errors import FractureEdgeError
 from edge_app.preprocess import PreprocessConfig
 from train.checkpoints import load_checkpoint
-from train.config import TrainConfig, config_keys, save_config
+from train.config import TrainConfig, config_keys
 from train.models import FractureNet
 from train.trainer import Trainer
 
@@ -245,10 +245,7 @@ def fine_tune(
     trainer = Trainer(config, model=model, preprocessing=preprocessing)
     if config.epochs > 0:
         return trainer.fit()
-    trainer.out.mkdir(parents=True, exist_ok=True)
-    save_config(config, trainer.out / "config.yaml")
-    trainer.save_weights(trainer.model)
-    return trainer.finish({"best_epoch": -1, "epoch": 0, "stopped": "not trained (epochs 0)"})
+    return trainer.write_without_training("not trained (epochs 0)")
 
 
 def prune_checkpoint(

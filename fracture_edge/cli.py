@@ -162,10 +162,10 @@ def _add_data_parser(verbs: argparse._SubParsersAction) -> None:
     cache.add_argument("--quality", type=int, default=90, help="JPEG quality (90)")
     cache.add_argument(
         "--format",
-        choices=("jpeg", "png"),
+        choices=("jpeg", "png", "png16"),
         default="jpeg",
-        help="png: lossless, for training at --size (what the app feeds the model, up to 8-bit "
-        "rounding); jpeg: compact, to carry to a GPU machine (default)",
+        help="png16: lossless 16-bit, for training at --size (the app's input up to 0.5/65535); "
+        "png: 8-bit (up to 0.5/255, half the size); jpeg: compact (default)",
     )
     cache.add_argument("--workers", type=int, default=2)
     cache.set_defaults(handler=_data_cache)
@@ -353,6 +353,34 @@ def _explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _teacher_probe(args: argparse.Namespace) -> int:
+    from train.probe_teacher import FeatureSpec, probe_teacher
+
+    card = probe_teacher(
+        args.data,
+        args.split,
+        [FeatureSpec.parse(text) for text in args.features],
+        args.out,
+        name=args.name,
+        features_cache=args.features_cache,
+        extra_logits=args.extra_logits or (),
+    )
+    print(json.dumps({k: card[k] for k in ("name", "features", "probe", "metrics")}, indent=1))
+    print(f"teacher: {args.out} (distil with --teacher-logits {args.out}/logits.csv:{args.name})")
+    return 0
+
+
+def _soup(args: argparse.Namespace) -> int:
+    import shlex
+
+    from train.soup import uniform_soup
+
+    card = uniform_soup(args.checkpoints, args.out, shlex.join(["fracture-edge", *sys.argv[1:]]))
+    print(json.dumps({"soup_of": card["soup_of"], "metrics": card["metrics"]}, indent=1))
+    print(f"checkpoint: {args.out}")
+    return 0
+
+
 def _prepare_weights(args: argparse.Namespace) -> int:
     from train.models import export_offline_backbone
 
@@ -370,6 +398,42 @@ def _add_train_parsers(verbs: argparse._SubParsersAction) -> None:
     )
     weights.add_argument("--out", default="cache/weights")
     weights.set_defaults(handler=_prepare_weights)
+
+    probe = verbs.add_parser(
+        "teacher-probe",
+        help="frozen multi-scale ImageNet features + a linear probe: a teacher's logits",
+        description="Pool the last feature maps of frozen ImageNet backbones at several input "
+        "sizes (read from the original films through the app's preprocessing), fit one "
+        "balanced logistic regression on the split's train films (strength chosen on "
+        "validation), and write every film's logit (train: cross-fitted over the folds) as a "
+        "logits.csv a student distils with --teacher-logits.",
+    )
+    probe.add_argument("data", help="FracAtlas root (the original films)")
+    probe.add_argument("--split", required=True, help="split CSV (train/val/test, folds)")
+    probe.add_argument(
+        "--features",
+        nargs="+",
+        required=True,
+        metavar="BACKBONE@SIZE",
+        help="e.g. tf_efficientnet_lite0@320 tf_efficientnet_lite2@320",
+    )
+    probe.add_argument(
+        "--extra-logits",
+        nargs="*",
+        metavar="FILE.csv:COLUMN",
+        help="other teachers' logits as extra features",
+    )
+    probe.add_argument("--name", default="probe_teacher", help="the logits column")
+    probe.add_argument("--features-cache", default="runs/features")
+    probe.add_argument("--out", required=True)
+    probe.set_defaults(handler=_teacher_probe)
+
+    soup = verbs.add_parser(
+        "soup", help="uniform soup: average checkpoints of one architecture, then evaluate"
+    )
+    soup.add_argument("checkpoints", nargs="+", help="checkpoint folders (same architecture)")
+    soup.add_argument("--out", required=True)
+    soup.set_defaults(handler=_soup)
 
     explain = verbs.add_parser("explain", help="Grad-CAM + pointing game on the fracture boxes")
     explain.add_argument("checkpoint", help="checkpoint folder (model_card.json)")

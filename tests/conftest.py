@@ -165,6 +165,13 @@ def training_cache(root: Path, count: int = 48, size: int = 48) -> Path:
                 "boxes": (
                     f"0.16667 {0.5 - 2 / size:.5f} 0.83333 {0.5 + 2 / size:.5f}" if label else ""
                 ),
+                # the bar as a polygon (the cache's outline format: x y pairs)
+                "outlines": (
+                    f"0.16667 {0.5 - 2 / size:.5f} 0.83333 {0.5 - 2 / size:.5f} "
+                    f"0.83333 {0.5 + 2 / size:.5f} 0.16667 {0.5 + 2 / size:.5f}"
+                    if label
+                    else ""
+                ),
                 "truncated": 0,
                 "original_width": size,
                 "original_height": size,

@@ -383,3 +383,52 @@ def test_fracture_type_head_from_a_folder_per_class_tree(
     plain = tiny_training_cache(tmp_path / "plain")
     with pytest.raises(ValueError, match="fracture types"):
         train(_config(plain, tmp_path / "x", epochs=1, type_head=True))
+
+
+def test_lp_ft_with_layer_decay_frozen_stem_and_outline_supervision(cache, tmp_path):
+    """The transfer recipe's options together: the head starts from a linear probe, the
+    backbone trains with decayed rates and a frozen stem, the CAM is supervised by outlines."""
+    card = train(
+        _config(
+            cache,
+            tmp_path / "lpft",
+            backbone="tf_efficientnet_lite0",
+            epochs=2,
+            linear_probe_init=True,
+            layer_decay=0.7,
+            freeze_stages=2,
+            cam_weight=0.5,
+            cam_negative_weight=0.1,
+            augment_policy="strong",
+        )
+    )
+    assert card["linear_probe"]["l2"] > 0 and 0 <= card["linear_probe"]["val_auroc"] <= 1
+    from train.checkpoints import load_checkpoint
+    from train.models import create_model
+
+    trained, _, _ = load_checkpoint(tmp_path / "lpft")
+    torch.manual_seed(0)
+    initial = create_model("tf_efficientnet_lite0")
+    # the frozen stem kept its initial (here: seeded random) weights; a later block moved
+    assert torch.equal(trained.backbone.conv_stem.weight, initial.backbone.conv_stem.weight)
+    assert not torch.equal(trained.backbone.blocks[5][0].conv_pw.weight,
+                           initial.backbone.blocks[5][0].conv_pw.weight)
+
+
+def test_outline_cam_loss_prefers_mass_inside_the_outline():
+    from train.losses import outline_cam_loss
+
+    mask = torch.zeros(1, 4, 4)
+    mask[0, 1, 1] = 1.0
+    inside = torch.zeros(1, 4, 4)
+    inside[0, 1, 1] = 5.0
+    outside = torch.zeros(1, 4, 4)
+    outside[0, 3, 3] = 5.0
+    positive = torch.ones(1)
+    bias = torch.tensor(0.0)
+    good, _ = outline_cam_loss(inside, mask, positive, bias)
+    bad, _ = outline_cam_loss(outside, mask, positive, bias)
+    assert good < bad
+    _, quiet = outline_cam_loss(torch.full((1, 4, 4), -3.0), mask, torch.zeros(1), bias)
+    _, loud = outline_cam_loss(outside, mask, torch.zeros(1), bias)
+    assert quiet < loud

@@ -3,10 +3,10 @@
 Every usable image is loaded with the shared loader, letterboxed with the shared preprocessing
 (:func:`edge_app.preprocess.letterbox`, constant fill) to ``size``² and stored as 8-bit grey:
 
-- ``--format png`` (lossless) at the model's input size is what training should read: the
-  training input is then the app's input from the original file up to the 8-bit rounding of the
-  canvas (|Δ| ≤ 0.5/255 before normalisation; measured in docs/training.md). Lite0 at 160 px:
-  about 45 MB for FracAtlas.
+- ``--format png16`` (16-bit, lossless) at the model's input size is what training on this
+  machine reads: the training input is then the app's input from the original file up to
+  |Δ| ≤ 0.5/65535. ``--format png`` (8-bit) halves the size for a GPU machine's carry, at
+  |Δ| ≤ 0.5/255 (both measured in docs/training.md).
 - ``--format jpeg`` (quality 90) at 256 px is the compact cache that travels to a GPU machine
   (about 40 MB); training then resizes each canvas to its input size with the app's filter
   (:mod:`train.tensor_preprocess`), which adds a second resampling and the JPEG error: measured
@@ -52,11 +52,13 @@ CACHE_COLUMNS = (
     "original_width",
     "original_height",
     "fracture_type",
+    "outlines",
 )
 
 
-#: Image format → file suffix in ``images/``.
-FORMATS = {"jpeg": ".jpg", "png": ".png"}
+#: Image format → file suffix in ``images/``, and the grey levels each stores.
+FORMATS = {"jpeg": ".jpg", "png": ".png", "png16": ".png"}
+LEVELS = {"jpeg": 255, "png": 255, "png16": 65535}
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,33 @@ def _box_to_canvas(box, geometry: LetterboxGeometry) -> tuple[float, ...]:
     )
 
 
+def _outline_to_canvas(outline, geometry: LetterboxGeometry) -> list[tuple[float, float]]:
+    size = geometry.canvas_size
+    return [
+        (
+            round((geometry.left + x * geometry.width) / size, 5),
+            round((geometry.top + y * geometry.height) / size, 5),
+        )
+        for x, y in outline
+    ]
+
+
+def format_outlines(outlines) -> str:
+    """Polygons as ``x y x y ...`` (normalised) separated by ``;``."""
+    return ";".join(
+        " ".join(f"{v:.5f}" for point in outline for v in point) for outline in outlines
+    )
+
+
+def parse_outlines(text: str) -> list[list[tuple[float, float]]]:
+    outlines = []
+    for part in (text or "").split(";"):
+        values = [float(v) for v in part.split()]
+        if len(values) >= 6 and len(values) % 2 == 0:
+            outlines.append(list(zip(values[0::2], values[1::2], strict=True)))
+    return outlines
+
+
 def format_boxes(boxes) -> str:
     """Boxes as ``x0 y0 x1 y1`` separated by ``;`` (the external-set labels format too)."""
     return ";".join(" ".join(f"{v:.5f}" for v in box) for box in boxes)
@@ -105,10 +134,13 @@ def _cache_one(job: tuple[Sample, SplitRow, Path, CacheConfig]) -> dict[str, Any
     sample, row, out_dir, config = job
     radiograph = load_radiograph(sample.path)
     canvas, geometry = letterbox(radiograph.pixels, config.size, config.fill)
-    pixels = np.clip(canvas * 255 + 0.5, 0, 255).astype(np.uint8)
+    levels = LEVELS[config.format]
+    pixels = np.clip(canvas * levels + 0.5, 0, levels).astype(
+        np.uint16 if levels > 255 else np.uint8
+    )
     buffer = io.BytesIO()
-    if config.format == "png":
-        Image.fromarray(pixels, mode="L").save(buffer, format="PNG", compress_level=6)
+    if config.format.startswith("png"):
+        Image.fromarray(pixels).save(buffer, format="PNG", compress_level=6)
     else:
         Image.fromarray(pixels, mode="L").save(buffer, format="JPEG", quality=config.quality)
     (out_dir / "images" / f"{Path(row.file).stem}{FORMATS[config.format]}").write_bytes(
@@ -128,6 +160,9 @@ def _cache_one(job: tuple[Sample, SplitRow, Path, CacheConfig]) -> dict[str, Any
         "original_width": radiograph.pixels.shape[1],
         "original_height": radiograph.pixels.shape[0],
         "fracture_type": sample.metadata.get("fracture_type") or "",
+        "outlines": format_outlines(
+            _outline_to_canvas(outline, geometry) for outline in sample.metadata.get("outlines", [])
+        ),
     }
 
 
@@ -198,18 +233,32 @@ def cached_image_path(cache_dir: str | Path, file: str, image_format: str | None
     return Path(cache_dir) / "images" / f"{Path(file).stem}{FORMATS[image_format]}"
 
 
+def cache_levels(cache_dir: str | Path) -> int:
+    """The value of white in the cache's images (255, or 65535 for ``png16``)."""
+    return LEVELS[read_cache_meta(cache_dir)["format"]]
+
+
+def _read_canvas(path: Path, image_format: str) -> np.ndarray:
+    with Image.open(path) as image:
+        if image_format == "png16":
+            return np.asarray(image).astype(np.uint16)
+        return np.asarray(image.convert("L"))
+
+
 def load_cached_bank(cache_dir: str | Path, rows) -> np.ndarray:
-    """The cached canvases of ``rows`` as one uint8 array (n, size, size), as stored."""
+    """The cached canvases of ``rows`` as stored: one uint8 (or uint16) array (n, size, size).
+    Divide by :func:`cache_levels` for intensities in [0, 1]."""
     image_format = read_cache_meta(cache_dir)["format"]
-
-    def read(file: str) -> np.ndarray:
-        with Image.open(cached_image_path(cache_dir, file, image_format)) as image:
-            return np.asarray(image.convert("L"))
-
-    return np.stack([read(row["file"]) for row in rows])
+    return np.stack(
+        [
+            _read_canvas(cached_image_path(cache_dir, row["file"], image_format), image_format)
+            for row in rows
+        ]
+    )
 
 
 def load_cached_image(cache_dir: str | Path, file: str) -> np.ndarray:
     """A cached canvas as float32 in [0, 1]."""
-    with Image.open(cached_image_path(cache_dir, file)) as image:
-        return np.asarray(image.convert("L"), dtype=np.float32) / 255.0
+    image_format = read_cache_meta(cache_dir)["format"]
+    canvas = _read_canvas(cached_image_path(cache_dir, file, image_format), image_format)
+    return canvas.astype(np.float32) / LEVELS[image_format]

@@ -120,12 +120,13 @@ def cache_logits(folders, cache_dir: str | Path, splits=("val", "test"), batch_s
     so ``fracture-edge evaluate`` reads both.
     """
 
-    from train.cache import load_cached_bank, read_cache_index, read_cache_meta
+    from train.cache import cache_levels, load_cached_bank, read_cache_index, read_cache_meta
     from train.tensor_preprocess import preprocess_batch
 
     rows = [r for r in read_cache_index(cache_dir) if r["split"] in splits]
     bank = torch.from_numpy(load_cached_bank(cache_dir, rows)).unsqueeze(1)
     fill = float(read_cache_meta(cache_dir).get("fill", 0.0))
+    levels = cache_levels(cache_dir)
     results = {}
     for folder in folders:
         model, card, preprocessing = load_checkpoint(folder)
@@ -136,7 +137,7 @@ def cache_logits(folders, cache_dir: str | Path, splits=("val", "test"), batch_s
         outputs = []
         with torch.no_grad():
             for start in range(0, len(rows), batch_size):
-                canvases = bank[start : start + batch_size].float() / 255.0
+                canvases = bank[start : start + batch_size].float() / levels
                 outputs.append(model(preprocess_batch(canvases, preprocessing)))
         results[card.get("name") or Path(folder).name] = torch.cat(outputs).numpy()
     return rows, results

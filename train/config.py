@@ -37,6 +37,13 @@ class TrainConfig:
     ema_decay: float = 0.998
     patience: int = 8
     drop_rate: float = 0.2
+    augment_policy: str = "default"  # train.augment.POLICIES: "default" (mild) | "strong"
+    linear_probe_init: bool = False  # LP-FT: fit the head on frozen features, then fine-tune
+    layer_decay: float | None = None  # learning rate × decay^(depth from the top) per timm block
+    freeze_stages: int = 0  # keep the stem and the first stages at their pretrained weights
+    cam_weight: float = 0.0  # outline supervision of the CAM on fractured films
+    cam_negative_weight: float = 0.0  # no CAM cell arguing for a fracture on the other films
+    cam_temperature: float = 1.0
     seed: int = 0
     augment: str = (
         "auto"  # "auto" (device on CUDA, albumentations on CPU) | "device" | "albumentations"
@@ -70,8 +77,16 @@ class TrainConfig:
                 raise ValueError(
                     f"{key} must be one of {', '.join(valid)}; got {getattr(self, key)!r}"
                 )
+        if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
+            raise ValueError(f"layer_decay must lie in (0, 1], got {self.layer_decay}")
+        if self.freeze_stages < 0 or self.cam_weight < 0 or self.cam_negative_weight < 0:
+            raise ValueError("freeze_stages, cam_weight and cam_negative_weight must be ≥ 0")
         if self.deadline_minutes is not None and not self.deadline_minutes > 0:
             raise ValueError(f"deadline_minutes must be > 0, got {self.deadline_minutes}")
+
+    @property
+    def cam_supervision(self) -> bool:
+        return self.cam_weight > 0 or self.cam_negative_weight > 0
 
     @property
     def distill(self) -> bool:

@@ -124,6 +124,29 @@ def read_coco_boxes(path: Path) -> dict[str, list[tuple[float, float, float, flo
     return boxes
 
 
+def read_coco_outlines(path: Path) -> dict[str, list[list[tuple[float, float]]]]:
+    """COCO fracture outlines (polygons) per file name, as normalised ``(x, y)`` vertices."""
+    if not path.is_file():
+        return {}
+    coco = json.loads(path.read_text())
+    images = {image["id"]: image for image in coco["images"]}
+    outlines: dict[str, list[list[tuple[float, float]]]] = {}
+    for annotation in coco["annotations"]:
+        image = images[annotation["image_id"]]
+        segmentation = annotation.get("segmentation")
+        if isinstance(segmentation, str):  # some exports store the list as text
+            segmentation = json.loads(segmentation)
+        for polygon in segmentation or []:
+            if len(polygon) < 6:
+                continue
+            vertices = [
+                (polygon[i] / image["width"], polygon[i + 1] / image["height"])
+                for i in range(0, len(polygon) - 1, 2)
+            ]
+            outlines.setdefault(image["file_name"], []).append(vertices)
+    return outlines
+
+
 def _fracatlas_metadata(row: dict[str, str] | None, folder_label: int) -> dict[str, Any]:
     if row is None:
         return {"label_sources": {"folder": folder_label}}
@@ -152,6 +175,7 @@ def iter_fracatlas(root: str | Path) -> Iterator[Sample]:
         )
     table = _read_fracatlas_table(root)
     coco_boxes = read_coco_boxes(root / "annotations" / "coco.json")
+    coco_outlines = read_coco_outlines(root / "annotations" / "coco.json")
     for folder, folder_label in (("Fractured", 1), ("Non_fractured", 0)):
         for path in sorted((root / "images" / folder).iterdir()):
             if path.suffix.lower() not in IMAGE_SUFFIXES:
@@ -162,6 +186,7 @@ def iter_fracatlas(root: str | Path) -> Iterator[Sample]:
             metadata = _fracatlas_metadata(row, folder_label)
             yolo = read_yolo_boxes(root / "annotations" / "yolo" / f"{path.stem}.txt")
             metadata["boxes"] = yolo or coco_boxes.get(path.name, [])
+            metadata["outlines"] = coco_outlines.get(path.name, [])
             yield Sample(path, folder_label, path.name, metadata)
 
 

@@ -7,8 +7,10 @@ the same fields and applies them to a whole batch with a few tensor operations, 
 for the input pipeline. Randomness comes from the ``generator`` passed in, never global state.
 
 Mirrored, with the albumentations probabilities: affine (rotation, scale, shift; p 0.8),
-horizontal flip, brightness/contrast (p 0.5), gamma (p 0.3), a 3×3 Gaussian blur, Gaussian noise,
-coarse dropout (1–4 holes). CLAHE is the one transform only the albumentations path applies.
+horizontal flip, quarter turns, brightness/contrast (p 0.5), gamma (p 0.3), a 3×3 Gaussian blur,
+Gaussian noise, down-and-up resampling, coarse dropout (1–4 holes). CLAHE and JPEG compression
+are the transforms only the albumentations path applies. Fracture masks (for the CAM
+supervision) follow every geometric transform.
 """
 
 from __future__ import annotations
@@ -32,11 +34,59 @@ def _chance(count, probability, generator, device):
     return torch.rand(count, device=device, generator=generator) < probability
 
 
-def augment_batch(images, generator, policy: AugmentConfig = DEFAULT_POLICY):
-    """Float canvases (n, 1, s, s) in [0, 1] → augmented canvases of the same shape."""
-    images = _affine(images, generator, policy)
+def augment_batch(images, generator, policy: AugmentConfig = DEFAULT_POLICY, masks=None):
+    """Float canvases (n, 1, s, s) in [0, 1] → augmented canvases of the same shape.
+
+    With ``masks`` (n, 1, s, s, float) returns (images, masks), the masks moved with the images.
+    """
+    stacked = images if masks is None else torch.cat([images, masks], 1)
+    stacked = _quarter_turns(_affine(stacked, generator, policy), generator, policy)
+    images, masks = stacked[:, :1], (None if masks is None else stacked[:, 1:])
     images = _photometric(images, generator, policy)
-    return coarse_dropout(images, generator, policy)
+    images = _downscale(images, generator, policy)
+    images = coarse_dropout(images, generator, policy)
+    return images if masks is None else (images, masks)
+
+
+def _quarter_turns(images, generator, policy: AugmentConfig):
+    if policy.rotate90 <= 0:
+        return images
+    count, device = images.shape[0], images.device
+    turns = torch.randint(1, 4, (count,), device=device, generator=generator)
+    turns = torch.where(_chance(count, policy.rotate90, generator, device), turns, 0)
+    result = images.clone()
+    for k in (1, 2, 3):
+        chosen = turns == k
+        if chosen.any():
+            result[chosen] = torch.rot90(images[chosen], k, dims=(2, 3))
+    return result
+
+
+def _downscale(images, generator, policy: AugmentConfig):
+    """Down to a random share of the size and back up, on a ``policy.downscale`` share."""
+    if policy.downscale <= 0:
+        return images
+    count, size = images.shape[0], images.shape[-1]
+    chosen = _chance(count, policy.downscale, generator, images.device)
+    if not chosen.any():
+        return images
+    low, high = policy.downscale_range
+    factor = float(torch.rand((), generator=generator, device=images.device)) * (high - low) + low
+    small = max(8, round(size * factor))
+    result = images.clone()
+    shrunk = F.interpolate(images[chosen], size=(small, small), mode="area")
+    result[chosen] = F.interpolate(shrunk, size=(size, size), mode="bilinear", align_corners=False)
+    return result
+
+
+def invert_films(images, content, generator, probability: float, fill: float = 0.0):
+    """Invert the film's pixels (not the letterbox) on a ``probability`` share of the images;
+    ``content`` (n, 1, s, s) marks each canvas's film region."""
+    if probability <= 0:
+        return images
+    chosen = _chance(images.shape[0], probability, generator, images.device).view(-1, 1, 1, 1)
+    inverted = torch.where(content, 1.0 - images, torch.full_like(images, fill))
+    return torch.where(chosen, inverted, images)
 
 
 def _affine(images, generator, policy: AugmentConfig):
@@ -55,10 +105,13 @@ def _affine(images, generator, policy: AugmentConfig):
         [torch.stack([cos * flip, -sin, shift_x], 1), torch.stack([sin * flip, cos, shift_y], 1)], 1
     )
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    # Outside the canvas: the letterbox fill for the image, nothing for a mask channel.
+    offset = torch.zeros(1, images.shape[1], 1, 1, device=device, dtype=images.dtype)
+    offset[:, 0] = policy.fill
     moved = F.grid_sample(
-        images - policy.fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        images - offset, grid, mode="bilinear", padding_mode="zeros", align_corners=False
     )
-    return moved + policy.fill
+    return moved + offset
 
 
 def _photometric(images, generator, policy: AugmentConfig):
@@ -88,7 +141,7 @@ def _photometric(images, generator, policy: AugmentConfig):
         use_blur = per_image(_chance(count, policy.blur, generator, device).float())
         images = use_blur * blurred + (1 - use_blur) * images
     noisy = per_image(_chance(count, policy.noise, generator, device).float())
-    sigma = per_image(_uniform(count, 0.01, 0.03, generator, device))
+    sigma = per_image(_uniform(count, *policy.noise_std, generator, device))
     noise = torch.randn(images.shape, device=device, generator=generator) * sigma
     return (images + noisy * noise).clamp(0, 1)
 

@@ -59,3 +59,28 @@ def attention_transfer_loss(student_cam, teacher_cam):
         return flat / (flat.norm(dim=1, keepdim=True) + 1e-6)
 
     return (normalise(student_cam) - normalise(teacher_cam)).pow(2).sum(1).mean()
+
+
+def outline_cam_loss(cam, masks, targets, bias, temperature: float = 1.0):
+    """Supervise the head-weighted CAM with the fracture outlines; (positive term, negative term).
+
+    ``cam`` (b, h, w) is the map whose mean plus ``bias`` is the logit; ``masks`` (b, h, w) holds
+    each cell's share inside an outline. On fractured films with an outline the CAM's softmax
+    mass should lie inside it: ``-log Σ softmax(cam / T) · mask``. On films without a fracture
+    no cell should argue for one: ``softplus(max cam + bias)``, the BCE of the peak cell's logit
+    against "no fracture". Films without outlines give no positive term.
+    """
+    flat_cam = cam.flatten(1).float()
+    flat_mask = masks.flatten(1).float()
+    zero = flat_cam.new_zeros(())
+    outlined = (targets > 0.5) & (flat_mask.sum(1) > 0)
+    positive = zero
+    if outlined.any():
+        weights = torch.softmax(flat_cam[outlined] / temperature, dim=1)
+        inside = (weights * flat_mask[outlined]).sum(1)
+        positive = -torch.log(inside.clamp_min(1e-6)).mean()
+    negatives = targets < 0.5
+    negative = zero
+    if negatives.any():
+        negative = F.softplus(flat_cam[negatives].amax(1) + bias).mean()
+    return positive, negative

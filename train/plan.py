@@ -47,7 +47,16 @@ from train.config import TrainConfig, config_keys
 
 logger = logging.getLogger(__name__)
 
-PLAN_KEYS = ("description", "cache", "out", "deadline_minutes", "defaults", "runs")
+PLAN_KEYS = (
+    "description",
+    "cache",
+    "out",
+    "deadline_minutes",
+    "probe_teachers",
+    "defaults",
+    "runs",
+)
+PROBE_KEYS = ("name", "data", "split", "features", "extra_logits")
 CACHE_KEYS = ("path", "data", "split", "size", "format", "quality")
 
 
@@ -64,10 +73,16 @@ class Plan:
     cache: dict[str, Any]
     deadline_minutes: float | None
     runs: list[TrainConfig] = field(default_factory=list)
+    probe_teachers: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def names(self) -> list[str]:
-        return [run.run_name for run in self.runs]
+        return [probe["name"] for probe in self.probe_teachers] + [
+            run.run_name for run in self.runs
+        ]
+
+    def probe(self, name: str) -> dict[str, Any] | None:
+        return next((probe for probe in self.probe_teachers if probe["name"] == name), None)
 
     def run(self, name: str) -> TrainConfig:
         for run in self.runs:
@@ -108,6 +123,14 @@ def load_plan(
         cache=cache,
         deadline_minutes=document.get("deadline_minutes"),
     )
+    for probe in document.get("probe_teachers") or []:
+        unknown = set(probe) - set(PROBE_KEYS)
+        if unknown or not {"name", "data", "split", "features"} <= set(probe):
+            raise PlanError(
+                f"{path}: a probe teacher needs name, data, split and features (and may have "
+                f"extra_logits); got {sorted(probe)}"
+            )
+        plan.probe_teachers.append(dict(probe))
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     for index, entry in enumerate(runs):
         if not isinstance(entry, dict) or not entry.get("name"):
@@ -153,6 +176,8 @@ def _resolve_teachers(plan: Plan, run: TrainConfig) -> None:
 
 def dependencies(plan: Plan, name: str) -> list[str]:
     """The runs of the plan that ``name`` learns from (teachers and fixed-logit sources)."""
+    if plan.probe(name) is not None:
+        return []
     run = plan.run(name)
     sources = [Path(t) for t in run.teachers]
     if run.teacher_logits:
@@ -168,7 +193,8 @@ def selected_runs(plan: Plan, only: list[str] | None) -> list[str]:
     stack = list(only)
     while stack:
         name = stack.pop()
-        plan.run(name)  # raises for an unknown name
+        if plan.probe(name) is None:
+            plan.run(name)  # raises for an unknown name
         if name in wanted:
             continue
         wanted.add(name)
@@ -230,6 +256,11 @@ def run_plan(
         "runs": {},
     }
     for name in selected_runs(plan, only):
+        probe = plan.probe(name)
+        if probe is not None:
+            summary["runs"][name] = _run_probe_teacher(plan, probe)
+            _write_summary(plan, summary, started)
+            continue
         elapsed = (time.perf_counter() - started) / 60
         if plan.deadline_minutes is not None and elapsed >= plan.deadline_minutes:
             logger.info("plan deadline reached: %s not started", name)
@@ -254,6 +285,26 @@ def run_plan(
         }
         _write_summary(plan, summary, started)
     return _write_summary(plan, summary, started)
+
+
+def _run_probe_teacher(plan: Plan, probe: dict[str, Any]) -> dict[str, Any]:
+    from train.probe_teacher import FeatureSpec, probe_teacher
+
+    started = time.perf_counter()
+    card = probe_teacher(
+        probe["data"],
+        probe["split"],
+        [FeatureSpec.parse(text) for text in probe["features"]],
+        plan.out / probe["name"],
+        name=probe["name"],
+        extra_logits=probe.get("extra_logits") or (),
+    )
+    return {
+        "status": "completed",
+        "checkpoint": str(plan.out / probe["name"]),
+        "minutes": round((time.perf_counter() - started) / 60, 1),
+        "metrics": card["metrics"],
+    }
 
 
 def _write_summary(plan: Plan, summary: dict[str, Any], started: float) -> dict[str, Any]:

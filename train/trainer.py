@@ -32,16 +32,23 @@ from typing import Any
 import numpy as np
 
 from edge_app._optional import require
-from edge_app.preprocess import PreprocessConfig
+from edge_app.preprocess import PreprocessConfig, letterbox_geometry
 from train import device_augment
-from train.augment import AugmentConfig, augment, build_augmentation
-from train.cache import load_cached_bank, read_cache_index, read_cache_meta
+from train.augment import augment, build_augmentation, policy
+from train.cache import LEVELS, load_cached_bank, parse_outlines, read_cache_index, read_cache_meta
 from train.checkpoints import load_checkpoint, write_logits_csv
 from train.config import TrainConfig, save_config
 from train.evaluate import evaluate_scores
-from train.losses import attention_transfer_loss, distillation_loss, supervised_loss
+from train.losses import (
+    attention_transfer_loss,
+    distillation_loss,
+    outline_cam_loss,
+    supervised_loss,
+)
 from train.metrics import auroc
 from train.models import create_model, file_sha256, load_state_file
+from train.optim import frozen_modules, parameter_groups
+from train.outlines import rasterise_outlines
 from train.provenance import git_commit, project_version
 from train.registry import preprocessing_for
 from train.tensor_preprocess import letterbox_batch, normalize, resize_batch
@@ -90,6 +97,7 @@ class CacheData:
         self.rows = rows
         self.meta = read_cache_meta(config.cache)
         self.fill = float(self.meta.get("fill", 0.0))
+        self.levels = float(LEVELS[self.meta["format"]])
         self.bank = torch.from_numpy(load_cached_bank(config.cache, rows)).unsqueeze(1).to(device)
         self.labels = torch.tensor([float(r["label"]) for r in rows], device=device)
         self.fracture_types = list(self.meta.get("fracture_types", []))
@@ -104,6 +112,10 @@ class CacheData:
             [REGIONS.index(r["region"]) if r.get("region") in REGIONS else -1 for r in rows],
             device=device,
         )
+        self.original_sizes = [
+            (int(r.get("original_height") or 0), int(r.get("original_width") or 0)) for r in rows
+        ]
+        self.masks = self._outline_masks(rows) if any(r.get("outlines") for r in rows) else None
         split = np.array([r["split"] for r in rows])
         self.index = {
             name: torch.from_numpy(np.flatnonzero(split == name)).to(device)
@@ -111,6 +123,19 @@ class CacheData:
         }
         if len(self.index["train"]) == 0 or len(self.index["val"]) == 0:
             raise ValueError(f"{config.cache} has no train or no val rows; rebuild the split")
+
+    def _outline_masks(self, rows):
+        """The fracture outlines rasterised on the canvases (uint8, 255 inside)."""
+        size = self.bank.shape[-1]
+        masks = np.zeros((len(rows), 1, size, size), np.uint8)
+        for index, row in enumerate(rows):
+            outlines = parse_outlines(row.get("outlines", ""))
+            if outlines:
+                masks[index, 0] = rasterise_outlines(outlines, size, size) * 255
+        logger.info(
+            "outline masks for %d films", int((masks.reshape(len(rows), -1).max(1) > 0).sum())
+        )
+        return torch.from_numpy(masks).to(self.bank.device)
 
     def positive_weight(self) -> float:
         labels = self.labels[self.index["train"]]
@@ -177,7 +202,7 @@ class Trainer:
         )
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(config.seed)
-        self.policy = AugmentConfig(fill=self.data.fill)
+        self.policy = policy(config.augment_policy, fill=self.data.fill)
         self.albumentations = (
             None
             if self.augment_on_device
@@ -203,6 +228,10 @@ class Trainer:
             ).to(self.device)
         self.model_given = model is not None
         self.model = self._build_model() if model is None else self._place(model)
+        self.frozen = frozen_modules(self.model, config.freeze_stages)
+        self.content = self._content_geometry()
+        self.linear_probe: dict[str, Any] | None = None
+        self.soup_of: list[str] | None = None
 
     # ----------------------------------------------------------------- setup
 
@@ -277,17 +306,63 @@ class Trainer:
         for start in range(0, max(1, len(order) - size + 1), size):
             yield order[start : start + size]
 
+    def _content_geometry(self):
+        """Per cached film: (top, left, height, width) of the film on the input-size canvas."""
+        size = self.preprocessing.input_size
+        boxes = [
+            (lambda g: (g.top, g.left, g.height, g.width))(letterbox_geometry(h, w, size))
+            if h and w
+            else (0, 0, size, size)
+            for h, w in self.data.original_sizes
+        ]
+        return torch.tensor(boxes, device=self.device)
+
+    def content_masks(self, indices):
+        """(n, 1, size, size) booleans: where each canvas shows the film, not the letterbox."""
+        size = self.preprocessing.input_size
+        top, left, height, width = self.content[indices].unbind(1)
+        grid = torch.arange(size, device=self.device)
+        rows = (grid[None, :] >= top[:, None]) & (grid[None, :] < (top + height)[:, None])
+        columns = (grid[None, :] >= left[:, None]) & (grid[None, :] < (left + width)[:, None])
+        return (rows[:, :, None] & columns[:, None, :]).unsqueeze(1)
+
     def images(self, indices, training: bool):
         """Float [0, 1] canvases at the input size (the app's letterbox), augmented if training."""
-        canvases = self.data.bank[indices].float() / 255.0
-        canvases = letterbox_batch(canvases, self.preprocessing.input_size, self.data.fill)
+        return self.batch(indices, training)[0]
+
+    def batch(self, indices, training: bool):
+        """(canvases, outline masks or None) at the input size, augmented together if training."""
+        size = self.preprocessing.input_size
+        canvases = self.data.bank[indices].float() / self.data.levels
+        canvases = letterbox_batch(canvases, size, self.data.fill)
+        masks = None
+        if self.data.masks is not None and (self.config.cam_supervision or not training):
+            masks = letterbox_batch(self.data.masks[indices].float() / 255.0, size, 0.0)
         if not training:
-            return canvases
+            return canvases, masks
+        canvases = device_augment.invert_films(
+            canvases,
+            self.content_masks(indices),
+            self.generator,
+            self.policy.invert,
+            self.data.fill,
+        )
         if self.augment_on_device:
-            return device_augment.augment_batch(canvases, self.generator, self.policy)
+            if masks is None:
+                return device_augment.augment_batch(canvases, self.generator, self.policy), None
+            return device_augment.augment_batch(canvases, self.generator, self.policy, masks)
         arrays = canvases.squeeze(1).cpu().numpy()
-        augmented = np.stack([augment(self.albumentations, canvas) for canvas in arrays])
-        return torch.from_numpy(augmented).unsqueeze(1).to(self.device)
+        if masks is None:
+            augmented = np.stack([augment(self.albumentations, canvas) for canvas in arrays])
+            return torch.from_numpy(augmented).unsqueeze(1).to(self.device), None
+        mask_arrays = (masks.squeeze(1).cpu().numpy() * 255).round().astype(np.uint8)
+        pairs = [
+            augment(self.albumentations, canvas, mask)
+            for canvas, mask in zip(arrays, mask_arrays, strict=True)
+        ]
+        images = torch.from_numpy(np.stack([pair[0] for pair in pairs])).unsqueeze(1)
+        masks = torch.from_numpy(np.stack([pair[1] for pair in pairs])).unsqueeze(1).float() / 255
+        return images.to(self.device), masks.to(self.device)
 
     def model_inputs(self, images, preprocessing: PreprocessConfig | None = None):
         """Canvases in [0, 1] → normalised model inputs (resized to a teacher's size if needed)."""
@@ -303,7 +378,7 @@ class Trainer:
     # ----------------------------------------------------------------- loss and steps
 
     def loss(self, model, indices):
-        images = self.images(indices, training=True)
+        images, masks = self.batch(indices, training=True)
         targets = self.data.labels[indices]
         with torch.autocast(**self.autocast):
             module = model.module if hasattr(model, "module") else model
@@ -312,9 +387,19 @@ class Trainer:
             logits = module.fracture_head(pooled).squeeze(1).float()
             loss = supervised_loss(self.config.imbalance, logits, targets, self.pos_weight)
             loss = loss + self._auxiliary_loss(module, pooled, indices)
+            if self.config.cam_supervision:
+                loss = loss + self._cam_loss(module, features, masks, targets)
             if self.config.distill:
                 loss = self._distill(module, features, logits, loss, images, indices)
         return loss
+
+    def _cam_loss(self, module, features, masks, targets):
+        cam = module.cam_from_features(features.float())
+        shares = F.adaptive_avg_pool2d(masks, cam.shape[-2:]).squeeze(1)
+        positive, negative = outline_cam_loss(
+            cam, shares, targets, module.fracture_head.bias[0], self.config.cam_temperature
+        )
+        return self.config.cam_weight * positive + self.config.cam_negative_weight * negative
 
     def _auxiliary_loss(self, module, pooled, indices):
         """Cross-entropy of each auxiliary head on the images whose class is known (≥ 0)."""
@@ -385,18 +470,20 @@ class Trainer:
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(config, self.out / "config.yaml")
+        resuming = config.resume and (self.out / "last_state.pt").is_file()
+        if config.linear_probe_init and not resuming:
+            self.linear_probe = self.fit_linear_probe()
         model = self.model
         if self.world > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-        optimizer = torch.optim.AdamW(
-            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-        )
+        groups = parameter_groups(self.model, config.lr, config.layer_decay)
+        optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
         steps_per_epoch = max(1, len(self.data.index["train"]) // self.world // config.batch_size)
         schedule = self._schedule(optimizer, steps_per_epoch * config.epochs)
         ema = self._ema()
         state = {"epoch": 0, "best_auroc": -1.0, "best_epoch": -1, "stale": 0, "steps": 0}
-        if config.resume and (self.out / "last_state.pt").is_file():
+        if resuming:
             state = self._resume(optimizer, schedule, ema)
         state["stopped"] = "completed"
         log = _Log(self.out, config.tensorboard) if self.rank == 0 else None
@@ -446,8 +533,46 @@ class Trainer:
             torch.distributed.destroy_process_group()
         return summary
 
+    @torch.no_grad()
+    def pooled_features(self, indices) -> np.ndarray:
+        """Frozen global-average-pooled features (eval mode, no augmentation)."""
+        self.model.eval()
+        chunks = []
+        for start in range(0, len(indices), 64):
+            chunk = indices[start : start + 64]
+            with torch.autocast(**self.autocast):
+                features = self.model.features(self.model_inputs(self.images(chunk, False)))
+            chunks.append(features.float().mean((2, 3)).cpu().numpy())
+        return np.concatenate(chunks)
+
+    def fit_linear_probe(self) -> dict[str, Any]:
+        """LP of LP-FT: the fracture head fitted on the initial backbone's frozen features."""
+        from train.probe import fit_head
+
+        train, val = self.data.index["train"], self.data.index["val"]
+        labels = self.data.labels.cpu().numpy()
+        result = fit_head(
+            self.model,
+            self.pooled_features(train),
+            labels[train.cpu().numpy()],
+            self.pooled_features(val),
+            labels[val.cpu().numpy()],
+        )
+        logger.info("linear probe: l2 %s, validation AUROC %.4f", result["l2"], result["val_auroc"])
+        return result
+
+    def write_without_training(self, note: str) -> dict[str, Any]:
+        """Evaluate the model as it is and write a complete checkpoint (pruned or souped
+        weights: the card's operating points then belong to these weights)."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_config(self.config, self.out / "config.yaml")
+        self.save_weights(self.model)
+        return self.finish({"best_epoch": -1, "epoch": 0, "stopped": note})
+
     def train_one_epoch(self, model, optimizer, schedule, ema, steps: int):
         model.train()
+        for module in self.frozen:
+            module.eval()
         started, seen, total, count = time.perf_counter(), 0, 0.0, 0
         tqdm = require("tqdm", "show progress bars").tqdm
         batches = list(self.batches())[:steps]
@@ -477,7 +602,7 @@ class Trainer:
         if self.config.schedule == "onecycle":
             return torch.optim.lr_scheduler.OneCycleLR(
                 optimizer,
-                self.config.lr,
+                [group["lr"] for group in optimizer.param_groups],
                 total_steps=max(total_steps, 1),
                 pct_start=self.config.warmup_fraction,
             )
@@ -553,13 +678,49 @@ class Trainer:
         write_logits_csv(self.out / "logits.csv", self.data.rows, {self.config.run_name: logits})
         if len(test) == 0:  # a split without test rows: measure validation twice
             test = val
-        return evaluate_scores(labels[val], logits[val], labels[test], logits[test])
+        report = evaluate_scores(labels[val], logits[val], labels[test], logits[test])
+        report["localisation"] = {
+            name: self.localisation(self.data.index[name]) for name in ("val", "test")
+        }
+        return report
+
+    @torch.no_grad()
+    def localisation(self, indices) -> dict[str, Any] | None:
+        """Pointing game and top-region IoU of the in-graph CAM against the fracture outlines,
+        on the fractured films that have one (canvas frame, CAM upsampled bilinearly)."""
+        from edge_app.findings import mask_iou, peak, top_region
+
+        if self.data.masks is None:
+            return None
+        outlined = self.data.masks[indices].flatten(1).amax(1) > 0
+        indices = indices[outlined & (self.data.labels[indices] > 0.5)]
+        if len(indices) == 0:
+            return None
+        self.model.eval()
+        hits, overlaps = [], []
+        for start in range(0, len(indices), 64):
+            chunk = indices[start : start + 64]
+            images, masks = self.batch(chunk, training=False)
+            cams = self.model.class_activation_map(self.model_inputs(images)).float()
+            cams = F.interpolate(cams.unsqueeze(1), size=images.shape[-2:], mode="bilinear")
+            for cam, mask in zip(
+                cams[:, 0].cpu().numpy(), masks[:, 0].cpu().numpy() > 0.5, strict=True
+            ):
+                heatmap = np.maximum(cam, 0)
+                point = peak(heatmap)
+                hits.append(point is not None and bool(mask[point]))
+                overlaps.append(mask_iou(top_region(heatmap), mask))
+        return {
+            "films": len(hits),
+            "pointing_game": round(float(np.mean(hits)), 4),
+            "top_region_iou_mean": round(float(np.nanmean(overlaps)), 4),
+        }
 
     def model_card(self, state: dict, report: dict) -> dict[str, Any]:
         init = self.config.pretrained or ("file" if self.config.init_weights else "scratch")
         pruning = getattr(self.model, "pruning", None)
         if self.model_given:
-            init = "pruned" if pruning else "given"
+            init = "pruned" if pruning else ("uniform soup" if self.soup_of else "given")
         points = report["operating_points"]
         rates = state.get("images_per_second") or []
         return {
@@ -577,6 +738,8 @@ class Trainer:
             "calibration_temperature": report["calibration"]["temperature"],
             "operating_points": {name: point["probability"] for name, point in points.items()},
             "metrics": checkpoint_metrics(report),
+            "linear_probe": self.linear_probe,
+            **({"soup_of": self.soup_of} if self.soup_of else {}),
             "best_epoch": state["best_epoch"],
             "epochs_run": state["epoch"],
             "stopped": state.get("stopped", "completed"),
@@ -619,6 +782,7 @@ def checkpoint_metrics(report: dict) -> dict[str, Any]:
         "operating_point_rules": {
             name: {"rule": point["rule"], "val": point["val"]} for name, point in points.items()
         },
+        "localisation": report.get("localisation"),
     }
 
 

@@ -1,0 +1,80 @@
+"""Where to look: the heatmap's peak and its top region, as a point and a box.
+
+The heatmap is the in-graph class-activation map upsampled onto the original image. Its *peak*
+is where the evidence is strongest; its *top region* is the connected area around the peak
+where the map stays within ``fraction`` of the peak value. The box a front end draws is the top
+region's bounding box. Training and the benchmarks score the same region against the fracture
+outlines (pointing game, IoU), so what is measured is what the clinician is shown.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: Share of the peak value that bounds the top region.
+TOP_REGION_FRACTION = 0.5
+
+
+def peak(heatmap: np.ndarray) -> tuple[int, int] | None:
+    """(row, column) of the maximum, or None for an empty (all-zero or non-finite) map.
+
+    Ties resolve to the centroid-nearest maximum, so a plateau gives its middle, not its corner.
+    """
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    if heatmap.size == 0 or not np.isfinite(heatmap).all() or not heatmap.max() > 0:
+        return None
+    rows, columns = np.nonzero(heatmap == heatmap.max())
+    centre_row, centre_column = rows.mean(), columns.mean()
+    nearest = np.argmin((rows - centre_row) ** 2 + (columns - centre_column) ** 2)
+    return int(rows[nearest]), int(columns[nearest])
+
+
+def top_region(heatmap: np.ndarray, fraction: float = TOP_REGION_FRACTION) -> np.ndarray:
+    """Boolean mask: the 4-connected component around the peak where the map ≥ fraction·peak."""
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    region = np.zeros(heatmap.shape, dtype=bool)
+    start = peak(heatmap)
+    if start is None:
+        return region
+    above = heatmap >= fraction * heatmap[start]
+    stack = [start]
+    region[start] = True
+    height, width = heatmap.shape
+    while stack:
+        row, column = stack.pop()
+        for r, c in ((row - 1, column), (row + 1, column), (row, column - 1), (row, column + 1)):
+            if 0 <= r < height and 0 <= c < width and above[r, c] and not region[r, c]:
+                region[r, c] = True
+                stack.append((r, c))
+    return region
+
+
+def region_box(region: np.ndarray) -> tuple[float, float, float, float] | None:
+    """Normalised (x0, y0, x1, y1) bounding box of a mask, or None when it is empty."""
+    rows, columns = np.nonzero(region)
+    if rows.size == 0:
+        return None
+    height, width = region.shape
+    return (
+        round(float(columns.min()) / width, 4),
+        round(float(rows.min()) / height, 4),
+        round(float(columns.max() + 1) / width, 4),
+        round(float(rows.max() + 1) / height, 4),
+    )
+
+
+def normalised_peak(heatmap: np.ndarray) -> tuple[float, float] | None:
+    """The peak as normalised (x, y) at the pixel's centre, or None."""
+    point = peak(heatmap)
+    if point is None:
+        return None
+    height, width = np.asarray(heatmap).shape
+    return round((point[1] + 0.5) / width, 4), round((point[0] + 0.5) / height, 4)
+
+
+def mask_iou(first: np.ndarray, second: np.ndarray) -> float:
+    """Intersection over union of two boolean masks (NaN when both are empty)."""
+    union = np.logical_or(first, second).sum()
+    if union == 0:
+        return float("nan")
+    return float(np.logical_and(first, second).sum() / union)
