@@ -14,7 +14,10 @@ from train.audit_report import write_report
 from train.datasets import Sample, iter_fracatlas
 
 CONTRACT = {
-    "exact_duplicate_groups", "near_duplicate_groups", "label_conflict_groups", "truncated",
+    "exact_duplicate_groups",
+    "near_duplicate_groups",
+    "label_conflict_groups",
+    "truncated",
     "label_source_disagreements",
 }
 
@@ -28,6 +31,7 @@ def audit(tmp_path_factory, make_radiograph, encode_jpeg, fracatlas_tree, atlas_
     - ``n_cut.jpg`` is a JPEG cut to 60 % of its bytes;
     - ``n_csv.jpg`` is filed as not fractured but the CSV says fractured.
     """
+
     def pixels(seed: int) -> np.ndarray:
         return make_radiograph(shape_seed=seed, texture_seed=seed)
 
@@ -35,15 +39,20 @@ def audit(tmp_path_factory, make_radiograph, encode_jpeg, fracatlas_tree, atlas_
     with Image.open(io.BytesIO(encode_jpeg(pixels(2)))) as decoded:
         resized = encode_jpeg(np.asarray(decoded.resize((240, 192), Image.BILINEAR)), 70)
     cut = encode_jpeg(pixels(4))
-    root = fracatlas_tree(tmp_path_factory.mktemp("atlas"), [
-        atlas_image("f_a.jpg", True, data=shared, flags={"hardware": 1}, yolo=[(0.5, 0.5, .2, .2)]),
-        atlas_image("f_b_copy.jpg", True, data=shared, regions=("leg",)),
-        atlas_image("f_c.jpg", True, data=encode_jpeg(pixels(2)), regions=("hip",)),
-        atlas_image("n_csv.jpg", False, pixels(3), csv_fractured=1),
-        atlas_image("n_cut.jpg", False, data=cut[: int(0.6 * len(cut))], regions=("leg",)),
-        atlas_image("n_plain.jpg", False, pixels(5), regions=("shoulder",)),
-        atlas_image("n_resized.jpg", False, data=resized, regions=("hip",)),
-    ])
+    root = fracatlas_tree(
+        tmp_path_factory.mktemp("atlas"),
+        [
+            atlas_image(
+                "f_a.jpg", True, data=shared, flags={"hardware": 1}, yolo=[(0.5, 0.5, 0.2, 0.2)]
+            ),
+            atlas_image("f_b_copy.jpg", True, data=shared, regions=("leg",)),
+            atlas_image("f_c.jpg", True, data=encode_jpeg(pixels(2)), regions=("hip",)),
+            atlas_image("n_csv.jpg", False, pixels(3), csv_fractured=1),
+            atlas_image("n_cut.jpg", False, data=cut[: int(0.6 * len(cut))], regions=("leg",)),
+            atlas_image("n_plain.jpg", False, pixels(5), regions=("shoulder",)),
+            atlas_image("n_resized.jpg", False, data=resized, regions=("hip",)),
+        ],
+    )
     samples = list(iter_fracatlas(root))
     return audit_dataset(samples, workers=1)
 
@@ -62,8 +71,12 @@ def test_contract_keys_hold_the_planted_findings(audit):
 
 def test_json_holds_file_names_not_paths(audit):
     data = audit.to_json()
-    names = [name for key in ("exact_duplicate_groups", "near_duplicate_groups",
-                              "label_conflict_groups") for group in data[key] for name in group]
+    names = [
+        name
+        for key in ("exact_duplicate_groups", "near_duplicate_groups", "label_conflict_groups")
+        for group in data[key]
+        for name in group
+    ]
     names += data["truncated"] + data["label_source_disagreements"]
     assert names
     assert not any("/" in name or "\\" in name for name in names)
@@ -94,10 +107,15 @@ def test_summary_counts(audit):
     assert summary["unreadable"] == 0
     assert summary["classes"] == {"0": 4, "1": 3}
     assert summary["counts"] == {
-        "exact_duplicate_groups": 1, "images_in_exact_duplicate_groups": 2,
-        "near_duplicate_groups": 2, "images_in_near_duplicate_groups": 4,
-        "near_duplicate_pairs": 2, "label_conflict_groups": 1,
-        "images_in_label_conflict_groups": 2, "truncated": 1, "label_source_disagreements": 1,
+        "exact_duplicate_groups": 1,
+        "images_in_exact_duplicate_groups": 2,
+        "near_duplicate_groups": 2,
+        "images_in_near_duplicate_groups": 4,
+        "near_duplicate_pairs": 2,
+        "label_conflict_groups": 1,
+        "images_in_label_conflict_groups": 2,
+        "truncated": 1,
+        "label_source_disagreements": 1,
     }
     assert summary["regions_by_label"]["hip"] == {"fractured": 1, "not_fractured": 1}
     assert summary["regions_by_label"]["hand"] == {"fractured": 1, "not_fractured": 1}
@@ -133,8 +151,12 @@ def test_write_report_writes_markdown_and_valid_pngs(audit, tmp_path):
     assert "- f_c.jpg (1), n_resized.jpg (0)" in text
     assert "n_cut.jpg" in text
     assert "- n_csv.jpg: {'folder': 0, 'csv': 1}, boxes: 0" in text
-    for name in ("class_distribution.png", "region_by_label.png", "image_sizes.png",
-                 "hardware_by_label.png"):
+    for name in (
+        "class_distribution.png",
+        "region_by_label.png",
+        "image_sizes.png",
+        "hardware_by_label.png",
+    ):
         path = tmp_path / "report" / name
         assert path.stat().st_size > 0
         assert f"]({name})" in text

@@ -41,7 +41,10 @@ def thumbnails(tmp_path_factory, make_radiograph, encode_jpeg) -> np.ndarray:
     # Shifted by (3, -4) pixels: crop one side, pad the other with the edge.
     shifted = np.pad(base[:-3, 4:], ((3, 0), (0, 4)), mode="edge")
     files = [
-        original, reencoded, encode_jpeg(half, 90), encode_jpeg(shifted, 90),
+        original,
+        reencoded,
+        encode_jpeg(half, 90),
+        encode_jpeg(shifted, 90),
         encode_jpeg(make_radiograph(shape_seed=1, texture_seed=2), 95),
         encode_jpeg(make_radiograph(shape_seed=3, texture_seed=3), 95),
     ]
@@ -90,8 +93,9 @@ def test_threshold_above_every_score_confirms_nothing(thumbnails):
     assert near_duplicate_pairs(thumbnails, pixel_threshold=0.999) == []
 
 
-def test_truncated_copy_is_found_only_through_its_decoded_rows(tmp_path, make_radiograph,
-                                                               encode_jpeg):
+def test_truncated_copy_is_found_only_through_its_decoded_rows(
+    tmp_path, make_radiograph, encode_jpeg
+):
     data = encode_jpeg(make_radiograph(shape_seed=1, texture_seed=1), 95)
     (tmp_path / "whole.jpg").write_bytes(data)
     (tmp_path / "cut.jpg").write_bytes(data[: int(0.6 * len(data))])

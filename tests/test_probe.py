@@ -69,7 +69,10 @@ def test_probe_teacher_writes_cross_fitted_logits_for_every_film(
     card = probe_teacher(
         root,
         tmp_path / "split.csv",
-        [FeatureSpec.parse("tf_efficientnet_lite0@64"), FeatureSpec.parse("tf_efficientnet_lite0@48")],
+        [
+            FeatureSpec.parse("tf_efficientnet_lite0@64"),
+            FeatureSpec.parse("tf_efficientnet_lite0@48"),
+        ],
         tmp_path / "teacher",
         name="probe",
         features_cache=tmp_path / "features",
@@ -94,10 +97,22 @@ def test_a_uniform_soup_averages_the_weights_and_is_evaluated(tmp_path, tiny_tra
     folders = []
     for seed in (0, 1):
         folder = tmp_path / f"seed{seed}"
-        train(load_config(None, dict(
-            cache=str(cache), out=str(folder), backbone="custom_cnn", input_size=32, epochs=1,
-            batch_size=8, progress=False, tensorboard=False, seed=seed,
-        )))
+        train(
+            load_config(
+                None,
+                dict(
+                    cache=str(cache),
+                    out=str(folder),
+                    backbone="custom_cnn",
+                    input_size=32,
+                    epochs=1,
+                    batch_size=8,
+                    progress=False,
+                    tensorboard=False,
+                    seed=seed,
+                ),
+            )
+        )
         folders.append(folder)
     card = uniform_soup(folders, tmp_path / "soup", command="fracture-edge soup ...")
     assert card["soup_of"] == [str(f) for f in folders] and card["initialisation"] == "uniform soup"

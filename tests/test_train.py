@@ -411,8 +411,9 @@ def test_lp_ft_with_layer_decay_frozen_stem_and_outline_supervision(cache, tmp_p
     initial = create_model("tf_efficientnet_lite0")
     # the frozen stem kept its initial (here: seeded random) weights; a later block moved
     assert torch.equal(trained.backbone.conv_stem.weight, initial.backbone.conv_stem.weight)
-    assert not torch.equal(trained.backbone.blocks[5][0].conv_pw.weight,
-                           initial.backbone.blocks[5][0].conv_pw.weight)
+    assert not torch.equal(
+        trained.backbone.blocks[5][0].conv_pw.weight, initial.backbone.blocks[5][0].conv_pw.weight
+    )
 
 
 def test_outline_cam_loss_prefers_mass_inside_the_outline():
