@@ -248,6 +248,7 @@ class BenchImage:
     label: int | None
     path: Path
     boxes: tuple[tuple[float, float, float, float], ...] = ()
+    outlines: tuple[tuple[tuple[float, float], ...], ...] = ()
 
 
 def fracatlas_images(split_csv: str | Path, data_root: str | Path) -> list[BenchImage]:
@@ -260,16 +261,20 @@ def fracatlas_images(split_csv: str | Path, data_root: str | Path) -> list[Bench
         raise BenchError(f"split file {split_csv} does not exist; pass --split FILE")
     if not (data_root / "dataset.csv").is_file():
         raise BenchError(f"{data_root} is not a FracAtlas root (no dataset.csv); pass --data ROOT")
-    boxes = {
-        sample.path.name: sample.metadata.get("boxes", []) for sample in iter_fracatlas(data_root)
-    }
+    samples = {sample.path.name: sample.metadata for sample in iter_fracatlas(data_root)}
     images = [
         BenchImage(
             row.file,
             row.split,
             int(row.label),
             data_root / row.relpath,
-            tuple(tuple(float(v) for v in box) for box in boxes.get(row.file, [])),
+            tuple(
+                tuple(float(v) for v in box) for box in samples.get(row.file, {}).get("boxes", [])
+            ),
+            tuple(
+                tuple((float(x), float(y)) for x, y in outline)
+                for outline in samples.get(row.file, {}).get("outlines", [])
+            ),
         )
         for row in read_split(split_csv)
         if row.split in ("val", "test")
@@ -642,6 +647,8 @@ def heatmap_reference(card: dict, override: str | None) -> tuple[Path | None, st
 class _Heatmaps:
     kind: str
     pointing: list[bool] = field(default_factory=list)
+    outline_pointing: list[bool] = field(default_factory=list)
+    outline_iou: list[float] = field(default_factory=list)
     agreement: list[dict] = field(default_factory=list)
     reference: str | None = None
     empty: int = 0  # all-zero maps: no positive evidence anywhere, so no point to play
@@ -659,6 +666,13 @@ class _Heatmaps:
                 "empty_heatmaps": self.empty,
             },
             "agreement": None,
+            "outlines": {
+                "films": len(self.outline_pointing),
+                "pointing_game": round(float(np.mean(self.outline_pointing)), 4)
+                if self.outline_pointing
+                else None,
+                "top_region_iou_mean": _mean(self.outline_iou),
+            },
         }
         if self.reference is not None:
             pearson = [a["pearson"] for a in self.agreement]
@@ -671,6 +685,11 @@ class _Heatmaps:
                 "top10_iou_median": _median(iou),
             }
         return summary
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return round(float(np.mean(finite)), 4) if finite else None
 
 
 def _median(values: Sequence[float]) -> float | None:
@@ -752,6 +771,7 @@ def score_images(
                 bool(pointing_game(m, b)) for m, b in zip(maps, boxes, strict=True)
             ]
             heatmaps[row_id].empty += sum(not m.any() for m in maps)
+            _score_outlines(heatmaps[row_id], maps, [members[i].outlines for i in chosen])
             if scorer.reference is not None:
                 reference = chunk.gradcam(scorer.reference.resolve())
                 heatmaps[row_id].agreement += [
@@ -759,6 +779,21 @@ def score_images(
                 ]
         logger.info("scored %d of %d images", start + len(members), len(images))
     return {k: np.asarray(v) for k, v in logits.items()}, heatmaps
+
+
+def _score_outlines(record: _Heatmaps, maps, outlines_per_image) -> None:
+    """Peak inside a fracture outline, and IoU of the map's top region (the region a front end
+    boxes) with the outlines, on the images that have outlines."""
+    from edge_app.findings import mask_iou, peak, top_region
+    from train.outlines import rasterise_outlines
+
+    for heatmap, outlines in zip(maps, outlines_per_image, strict=True):
+        if not outlines:
+            continue
+        mask = rasterise_outlines(outlines, *heatmap.shape) > 0
+        point = peak(heatmap)
+        record.outline_pointing.append(point is not None and bool(mask[point]))
+        record.outline_iou.append(mask_iou(top_region(heatmap), mask))
 
 
 def _reference_scorers(scorers: dict[str, Any]) -> dict[Path, _TorchScorer]:

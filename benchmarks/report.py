@@ -130,6 +130,12 @@ def _heatmap_cells(row: dict) -> list[str]:
         return [row["heatmap_note"] or "n/a", "n/a"]
     game = heatmap["pointing_game"]
     pointing = f"{game['hits']}/{game['evaluated']} ({_number(game['rate'], 2)}) {heatmap['kind']}"
+    outlines = heatmap.get("outlines") or {}
+    if outlines.get("films"):
+        pointing += (
+            f"; outlines {_number(outlines['pointing_game'], 2)}, top-region IoU "
+            f"{_number(outlines['top_region_iou_mean'], 2)} ({outlines['films']} films)"
+        )
     agreement = heatmap["agreement"]
     if agreement is None:
         note = row["heatmap_note"] or "n/a"

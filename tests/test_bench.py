@@ -606,3 +606,19 @@ def test_latency_probes_report_bursts_and_processes(tiny_bundle, capsys):
     assert set(runs) == {"default malloc", "hugepages"}
     for (result,) in runs.values():
         assert 0 < result["fastest_ms"] <= min(result["burst_medians_ms"])
+
+
+def test_outline_scores_count_a_peak_inside_the_polygon_and_the_region_overlap():
+    from benchmarks.bench import _Heatmaps, _score_outlines
+
+    heatmap = np.zeros((10, 10), np.float32)
+    heatmap[2:4, 2:4] = 1.0  # top region: 4 pixels at rows/columns 2-3
+    square = ((0.2, 0.2), (0.6, 0.2), (0.6, 0.6), (0.2, 0.6))  # covers pixels 2..6
+    elsewhere = ((0.7, 0.7), (0.9, 0.7), (0.9, 0.9), (0.7, 0.9))
+    record = _Heatmaps("cam")
+    _score_outlines(record, [heatmap, heatmap, heatmap], [(square,), (elsewhere,), ()])
+    assert record.outline_pointing == [True, False]  # the film without an outline is skipped
+    assert record.outline_iou[1] == 0.0
+    assert 0 < record.outline_iou[0] < 1
+    summary = record.summary()["outlines"]
+    assert summary["films"] == 2 and summary["pointing_game"] == 0.5

@@ -1,0 +1,48 @@
+"""Where to look: peak, top region, box, and their scores against outlines (hand-built maps)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edge_app.findings import mask_iou, normalised_peak, peak, region_box, top_region
+
+
+def _map():
+    heatmap = np.zeros((10, 20), np.float32)
+    heatmap[2:5, 3:7] = 0.6  # a plateau around the peak
+    heatmap[3, 4] = 1.0
+    heatmap[8, 15] = 0.55  # above half the peak, but not connected to it
+    return heatmap
+
+
+def test_peak_and_top_region_and_its_box():
+    heatmap = _map()
+    assert peak(heatmap) == (3, 4)
+    region = top_region(heatmap)
+    assert region.sum() == 12 and not region[8, 15]
+    assert region_box(region) == (3 / 20, 2 / 10, 7 / 20, 5 / 10)
+    assert normalised_peak(heatmap) == (round(4.5 / 20, 4), round(3.5 / 10, 4))
+
+
+def test_empty_maps_have_no_peak_region_or_box():
+    for heatmap in (np.zeros((4, 4)), np.full((4, 4), np.nan), np.full((4, 4), -1.0)):
+        assert peak(heatmap) is None
+        assert not top_region(heatmap).any()
+        assert region_box(top_region(heatmap)) is None
+
+
+def test_a_plateau_peak_is_its_middle():
+    heatmap = np.zeros((5, 5))
+    heatmap[1:4, 1:4] = 1.0
+    assert peak(heatmap) == (2, 2)
+
+
+def test_mask_iou_hand_computed():
+    first = np.zeros((4, 4), bool)
+    second = np.zeros((4, 4), bool)
+    first[:2, :2] = True  # 4 pixels
+    second[1:3, 1:3] = True  # 4 pixels, 1 shared
+    assert mask_iou(first, second) == 1 / 7
+    assert math.isnan(mask_iou(np.zeros((2, 2), bool), np.zeros((2, 2), bool)))
