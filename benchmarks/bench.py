@@ -450,6 +450,7 @@ class BenchConfig:
     latency: bool = True
     shifts: bool = False
     shift_seed: int = DEFAULT_SHIFT_SEED
+    tta: bool = False  # TFLite rows' accuracy with horizontal-flip TTA (two invokes per image)
     child_timeout_s: float = 3600.0
 
     def __post_init__(self) -> None:
@@ -535,14 +536,14 @@ class _TFLiteScorer:
 
     heatmap_kind = "in-graph CAM"
 
-    def __init__(self, folder: str | Path, threads: int = 2) -> None:
+    def __init__(self, folder: str | Path, threads: int = 2, tta: bool = False) -> None:
         from edge_app.runtime import FractureDetector
 
         if importlib.util.find_spec("ai_edge_litert") is None:
             # edge_app.tflite would fall back to tensorflow.lite, which must not share this
             # process with torchvision.
             raise MissingDependencyError(install_hint("ai_edge_litert", "benchmark TFLite bundles"))
-        self.detector = FractureDetector(folder, num_threads=threads)
+        self.detector = FractureDetector(folder, num_threads=threads, tta=tta)
         self.config = self.detector.preprocessing
         self.card = self.detector.card
         self.temperature = self.detector.temperature
@@ -553,7 +554,7 @@ class _TFLiteScorer:
     def score(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits, cams = [], []
         for image in inputs:
-            outputs = self.detector.model(image[None, :, :, None])
+            outputs = self.detector.infer(image)
             logits.append(float(outputs["fracture_logit"][0, 0]))
             cams.append(outputs["cam"][0].reshape(self.detector.cam_shape))
         return np.asarray(logits), np.stack(cams)
@@ -1276,7 +1277,7 @@ def _heatmap_indices(images: Sequence[BenchImage], cap: int) -> set[int]:
 def _build_scorer(spec: ArtifactSpec, row: dict, config: BenchConfig, work: Path):
     """The parent's scorer of one row; fills the row's name, format and file size."""
     if spec.kind == "tflite":
-        scorer = _TFLiteScorer(spec.target, threads=config.threads[0])
+        scorer = _TFLiteScorer(spec.target, threads=config.threads[0], tta=config.tta)
         scorer.reference, reason = heatmap_reference(scorer.card, config.heatmap_reference)
         if reason:
             row["heatmap_note"] = f"CAM agreement skipped: {reason}"

@@ -41,6 +41,7 @@ def _bench(args: argparse.Namespace) -> int:
         latency_only=args.latency_only,
         latency=args.latency,
         shifts=args.shifts,
+        tta=args.tta,
         **({"shift_seed": args.shift_seed} if args.shift_seed is not None else {}),
     )
     report = run_bench(config)
@@ -142,6 +143,12 @@ def add_bench_parser(verbs: argparse._SubParsersAction) -> None:
         default=True,
         help="measure latency and memory in child processes (default: yes; --no-latency for a "
         "quick accuracy or --shifts run)",
+    )
+    bench.add_argument(
+        "--tta",
+        action="store_true",
+        help="score TFLite bundles with horizontal-flip test-time augmentation (the mean of "
+        "the image's and its mirror's logits and maps; two invokes per image)",
     )
     bench.add_argument(
         "--shifts",

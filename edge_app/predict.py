@@ -80,10 +80,11 @@ def predict_paths(
     threads: int = 2,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    tta: bool = False,
 ) -> int:
     """Score every path and print one line each; returns the exit code."""
     out, err = out or sys.stdout, err or sys.stderr
-    detector = FractureDetector(model, num_threads=threads)
+    detector = FractureDetector(model, num_threads=threads, tta=tta)
     failures = 0
     for raw in paths:
         path = Path(raw)

@@ -274,7 +274,11 @@ class FractureDetector:
     """A loaded bundle, ready to score radiographs. Thread-compatible, not thread-safe: give
     each thread its own detector (the app runs inference on one worker thread)."""
 
-    def __init__(self, bundle: str | Path | Bundle, num_threads: int | None = 2):
+    def __init__(self, bundle: str | Path | Bundle, num_threads: int | None = 2, tta: bool = False):
+        """``tta``: also score the horizontally flipped input and average the logits and the
+        (flipped-back) maps. Two invokes per image: inference costs about twice as much, and
+        the card's temperature and thresholds were fitted on single-pass logits."""
+        self.tta = tta
         self.bundle = bundle if isinstance(bundle, Bundle) else Bundle.load(bundle)
         card = self.bundle.card
         self.card = card
@@ -318,7 +322,7 @@ class FractureDetector:
         if pixels.ndim != 2:
             raise ValueError(f"expected a 2-D grey image, got shape {pixels.shape}")
         model_input, geometry = preprocess(pixels, self.preprocessing)
-        outputs = self.model(model_input[None, :, :, None])
+        outputs = self.infer(model_input)
         logit = float(outputs[LOGIT_OUTPUT][0, 0])
         probability = self.calibrated(logit)
         cam = outputs[CAM_OUTPUT][0].reshape(self.cam_shape)
@@ -342,6 +346,17 @@ class FractureDetector:
                 heatmap_from_cam(cam, geometry, *pixels.shape, self.cam_scale) if heatmap else None
             ),
         )
+
+    def infer(self, model_input: np.ndarray) -> dict[str, np.ndarray]:
+        """The model's outputs for one preprocessed input (size × size), with flip TTA if on."""
+        outputs = self.model(model_input[None, :, :, None])
+        if not self.tta:
+            return outputs
+        flipped = self.model(np.ascontiguousarray(model_input[:, ::-1])[None, :, :, None])
+        averaged = {name: (value + flipped[name]) / 2 for name, value in outputs.items()}
+        mirror = flipped[CAM_OUTPUT].reshape(-1, *self.cam_shape)[:, :, ::-1].reshape(1, -1)
+        averaged[CAM_OUTPUT] = (outputs[CAM_OUTPUT] + mirror) / 2
+        return averaged
 
     def predict_radiograph(self, radiograph: Radiograph, heatmap: bool = True) -> Prediction:
         prediction = self.predict_pixels(radiograph.pixels, radiograph.source, heatmap)

@@ -501,6 +501,7 @@ def _predict(args: argparse.Namespace) -> int:
         as_json=args.json,
         heatmaps=args.heatmaps,
         threads=args.threads,
+        tta=args.tta,
     )
 
 
@@ -518,6 +519,12 @@ def _add_predict_parser(verbs: argparse._SubParsersAction) -> None:
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
     predict.add_argument("--heatmaps", metavar="DIR", help="write overlay PNGs here")
     predict.add_argument("--threads", type=int, default=2, help="LiteRT threads")
+    predict.add_argument(
+        "--tta",
+        action="store_true",
+        help="average the image's and its mirror's scores and maps (two invokes per image; "
+        "the card's thresholds were chosen without it)",
+    )
     predict.set_defaults(handler=_predict)
 
 

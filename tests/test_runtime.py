@@ -217,3 +217,21 @@ def test_heatmap_equals_bicubic_resizing_through_the_letterbox():
         heatmap = heatmap_from_cam(cam, geometry, height, width, scale=2.0)
         assert np.corrcoef(heatmap.ravel(), expected.ravel())[0, 1] > 0.99
         assert np.abs(heatmap - expected).mean() < 0.02
+
+
+def test_flip_tta_averages_the_image_and_its_mirror(tiny_bundle, make_radiograph):
+    from edge_app.runtime import FractureDetector
+
+    plain = FractureDetector(tiny_bundle)
+    tta = FractureDetector(tiny_bundle, tta=True)
+    pixels = make_radiograph(80, 60, 1, 2).astype(np.float32) / 255
+    mirrored = pixels[:, ::-1].copy()
+    one, other = plain.predict_pixels(pixels), plain.predict_pixels(mirrored)
+    both = tta.predict_pixels(pixels)
+    assert both.logit == pytest.approx((one.logit + other.logit) / 2, abs=1e-5)
+    np.testing.assert_allclose(both.cam, (one.cam + other.cam[:, ::-1]) / 2, atol=1e-5)
+    # a mirror-symmetric input scores the same with and without TTA
+    symmetric = np.concatenate([pixels[:, :30], pixels[:, :30][:, ::-1]], axis=1)
+    assert tta.predict_pixels(symmetric).logit == pytest.approx(
+        plain.predict_pixels(symmetric).logit, abs=1e-5
+    )
