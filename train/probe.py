@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_app._optional import require
-from train.metrics import auroc
+from train.metrics import auroc, fit_temperature
 
 torch = require("torch", "fit linear probes")
 logger = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ class Probe:
     weight: np.ndarray
     bias: float
     l2: float
+    temperature: float = 1.0  # already divided out of weight and bias
 
     def logits(self, features: np.ndarray) -> np.ndarray:
         standardised = (np.asarray(features, np.float64) - self.mean) / self.scale
@@ -118,12 +119,36 @@ def cross_fitted_logits(
     return logits
 
 
+def calibrated(probe: Probe, val_features: np.ndarray, val_labels: np.ndarray) -> Probe:
+    """The same probe with its logits divided by the temperature fitted on validation.
+
+    The AUROC that chooses ``l2`` ignores the logits' scale, and a weakly regularised probe
+    separates its training films with logits in the tens: a head started there, or a teacher
+    distilled from there, would carry that overconfidence into the first steps.
+    """
+    temperature = fit_temperature(val_labels, probe.logits(val_features))
+    return Probe(
+        probe.mean,
+        probe.scale,
+        probe.weight / temperature,
+        probe.bias / temperature,
+        probe.l2,
+        temperature,
+    )
+
+
 def fit_head(model, features: np.ndarray, labels: np.ndarray, val_features, val_labels) -> dict:
-    """LP: set ``model.fracture_head`` to the best probe on its frozen GAP features."""
+    """LP: set ``model.fracture_head`` to the best probe on its frozen GAP features, calibrated
+    on validation."""
     probe, scores = choose_probe(features, labels, val_features, val_labels)
+    probe = calibrated(probe, val_features, val_labels)
     weight, bias = probe.as_linear()
     with torch.no_grad():
         head = model.fracture_head
         head.weight.copy_(torch.from_numpy(weight).to(head.weight).view_as(head.weight))
         head.bias.fill_(bias)
-    return {"l2": probe.l2, "val_auroc": round(scores[probe.l2], 4)}
+    return {
+        "l2": probe.l2,
+        "val_auroc": round(scores[probe.l2], 4),
+        "temperature": round(probe.temperature, 4),
+    }

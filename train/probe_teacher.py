@@ -30,7 +30,7 @@ from edge_app.preprocess import preprocess
 from edge_app.radiograph import load_radiograph
 from train.checkpoints import write_logits_csv
 from train.evaluate import evaluate_scores
-from train.probe import choose_probe, cross_fitted_logits
+from train.probe import calibrated, choose_probe, cross_fitted_logits
 from train.provenance import git_commit
 from train.registry import preprocessing_for
 
@@ -133,11 +133,14 @@ def probe_teacher(
     split = np.array([row["split"] for row in rows])
     train, val, test = (split == name_ for name_ in ("train", "val", "test"))
     probe, scores = choose_probe(matrix[train], labels[train], matrix[val], labels[val])
+    probe = calibrated(probe, matrix[val], labels[val])
     logits = probe.logits(matrix)
     folds = np.array([int(row.get("fold") or -1) for row in rows])
     if (folds[train] < 0).any():
         folds[train] = np.arange(train.sum()) % 5
-    logits[train] = cross_fitted_logits(matrix[train], labels[train], folds[train], probe.l2)
+    # the out-of-fold probes share the chosen strength and the validation temperature
+    cross_fitted = cross_fitted_logits(matrix[train], labels[train], folds[train], probe.l2)
+    logits[train] = cross_fitted / probe.temperature
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cache_rows = [{"file": r["file"], "split": r["split"], "label": r["label"]} for r in rows]
@@ -154,7 +157,13 @@ def probe_teacher(
             str(spec): preprocessing_for(spec.backbone, "offline", spec.size).to_card()
             for spec in specs
         },
-        "probe": {"l2": probe.l2, "validation_auroc_by_l2": scores, "class_weight": "balanced"},
+        "probe": {
+            "l2": probe.l2,
+            "validation_auroc_by_l2": scores,
+            "class_weight": "balanced",
+            "temperature": probe.temperature,
+            "logits": "divided by the temperature fitted on validation",
+        },
         "train_logits": "cross-fitted over the split's folds (out-of-fold)",
         "split": str(split_csv),
         "data": str(data_root),
