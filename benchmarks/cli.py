@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 SPEC_HELP = (
     "artifacts to benchmark (default: 'default'): tflite:BUNDLE_DIR, torch:CHECKPOINT_DIR "
@@ -173,3 +174,67 @@ def add_bench_parser(verbs: argparse._SubParsersAction) -> None:
         "--tolerance", type=float, default=0.05, help="--compare flags beyond this (0.05)"
     )
     bench.set_defaults(handler=_bench)
+
+
+def _train_throughput(args: argparse.Namespace) -> int:
+    import json as json_module
+
+    from benchmarks.train_throughput import markdown, measure
+    from train.config import TrainConfig
+
+    config = TrainConfig(
+        cache=args.cache,
+        out=str(Path(args.out) / "trainer"),
+        backbone=args.backbone,
+        pretrained=args.pretrained,
+        batch_size=args.batch_size,
+        augment_policy=args.policy,
+        limit=args.limit,
+        progress=False,
+        tensorboard=False,
+        threads=args.threads,
+    )
+    caches = dict(zip(args.sizes, args.caches or [args.cache] * len(args.sizes), strict=True))
+    results = {"sizes": {}}
+    for size, cache in caches.items():
+        config.cache = cache
+        part = measure(config, [size], tuple(args.augment), args.steps, args.rounds)
+        results["sizes"].update(part["sizes"])
+        results.update({k: v for k, v in part.items() if k != "sizes"})
+    results["command"] = " ".join(["fracture-edge", *sys.argv[1:]])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_throughput.json").write_text(json_module.dumps(results, indent=1) + "\n")
+    table = markdown(results, args.backbone)
+    (out / "train_throughput.md").write_text(table + "\n")
+    print(table)
+    return 0
+
+
+def add_train_throughput_parser(verbs: argparse._SubParsersAction) -> None:
+    parser = verbs.add_parser(
+        "train-throughput",
+        help="training images/s of the real input pipeline against synthetic tensors",
+        description="Interleaved rounds of training steps, in one process: synthetic tensors "
+        "(the model's ceiling) and the real pipeline (cache → the app's letterbox → "
+        "augmentation → normalisation) for each augmentation path; median images/s and each "
+        "path's share of the ceiling.",
+    )
+    parser.add_argument("--cache", required=True, help="image cache (at the training size)")
+    parser.add_argument(
+        "--caches", nargs="+", help="one cache per --sizes entry (default: --cache for all)"
+    )
+    parser.add_argument("--sizes", nargs="+", type=int, default=[160, 224])
+    parser.add_argument("--backbone", default="tf_efficientnet_lite0")
+    parser.add_argument("--pretrained", default="offline")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--policy", default="default", help="augmentation policy")
+    parser.add_argument(
+        "--augment", nargs="+", default=["device", "albumentations"], help="paths to time"
+    )
+    parser.add_argument("--steps", type=int, default=8, help="timed steps per round and path")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=1000, help="cached images to load")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--out", default="benchmarks/reports/train-throughput")
+    parser.set_defaults(handler=_train_throughput)

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.cli import add_bench_parser
+from benchmarks.cli import add_bench_parser, add_train_throughput_parser
 from compress.cli import add_parsers as add_compress_parsers
 from edge_app.app_cli import add_app_parser
 from edge_app.errors import FractureEdgeError
@@ -569,6 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_parser(verbs)
     add_compress_parsers(verbs)
     add_bench_parser(verbs)
+    add_train_throughput_parser(verbs)
     _add_predict_parser(verbs)
     add_app_parser(verbs)
     add_web_parser(verbs)
