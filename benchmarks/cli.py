@@ -238,3 +238,38 @@ def add_train_throughput_parser(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     parser.add_argument("--out", default="benchmarks/reports/train-throughput")
     parser.set_defaults(handler=_train_throughput)
+
+
+def _preprocess_parity(args: argparse.Namespace) -> int:
+    import json as json_module
+
+    from benchmarks.preprocess_parity import compare
+    from edge_app.preprocess import PreprocessConfig
+
+    config = PreprocessConfig(args.input_size, args.mean, args.std, args.fill)
+    result = compare(
+        args.data, args.split, args.cache, config, args.on, args.limit, args.checkpoint
+    )
+    print(json_module.dumps(result, indent=1))
+    return 0
+
+
+def add_preprocess_parity_parser(verbs: argparse._SubParsersAction) -> None:
+    parser = verbs.add_parser(
+        "preprocess-parity",
+        help="how far training inputs read from a cache are from the app's inputs",
+        description="For every film of a split: the app's preprocessing of the original file "
+        "against the cached canvas through the training twin (no augmentation); intensity "
+        "differences and, with --checkpoint, the logit change and both AUROCs.",
+    )
+    parser.add_argument("--data", default="../shared/data/fracatlas", help="FracAtlas root")
+    parser.add_argument("--split", required=True, help="split CSV the cache was built from")
+    parser.add_argument("--cache", required=True)
+    parser.add_argument("--input-size", type=int, required=True)
+    parser.add_argument("--mean", type=float, default=0.5)
+    parser.add_argument("--std", type=float, default=0.5)
+    parser.add_argument("--fill", type=float, default=0.0)
+    parser.add_argument("--on", default="val", help="which split's films (default: val)")
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--checkpoint", help="a checkpoint to measure the logit change with")
+    parser.set_defaults(handler=_preprocess_parity)

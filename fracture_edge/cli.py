@@ -14,7 +14,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.cli import add_bench_parser, add_train_throughput_parser
+from benchmarks.cli import (
+    add_bench_parser,
+    add_preprocess_parity_parser,
+    add_train_throughput_parser,
+)
 from compress.cli import add_parsers as add_compress_parsers
 from edge_app.app_cli import add_app_parser
 from edge_app.errors import FractureEdgeError
@@ -570,6 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compress_parsers(verbs)
     add_bench_parser(verbs)
     add_train_throughput_parser(verbs)
+    add_preprocess_parity_parser(verbs)
     _add_predict_parser(verbs)
     add_app_parser(verbs)
     add_web_parser(verbs)
