@@ -17,6 +17,7 @@ from train.cache import (
     format_boxes,
     load_cached_image,
     parse_boxes,
+    parse_outlines,
     read_cache_index,
 )
 from train.datasets import iter_fracatlas
@@ -154,3 +155,30 @@ def test_cached_bank_holds_the_stored_bytes(dataset, tmp_path):
     assert bank.dtype == np.uint8 and bank.shape == (len(index), SIZE, SIZE)
     as_float = load_cached_image(tmp_path / "bank", index[0]["file"])
     assert np.array_equal(bank[0], np.rint(as_float * 255).astype(np.uint8))
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_a_png16_cache_at_the_training_size_gives_the_apps_inputs(tmp_path, fracatlas_root):
+    """Real films: the cached canvas through the training twin equals the app's preprocessing
+    of the original file to the 16-bit rounding (docs/training.md states the tolerance)."""
+    torch = pytest.importorskip("torch")
+    from edge_app.preprocess import PreprocessConfig, preprocess
+    from train.cache import CacheConfig, build_cache, load_cached_bank, read_cache_index
+    from train.tensor_preprocess import preprocess_batch
+
+    samples = [s for s in iter_fracatlas(fracatlas_root)][::400][:10]  # both kinds of film
+    rows = make_split(samples, {}, SplitConfig(0.3, 0.3, seed=0))
+    build_cache(samples, rows, tmp_path / "cache", CacheConfig(size=96, format="png16"), workers=1)
+    config = PreprocessConfig(input_size=96, mean=0.5, std=0.5, fill=0.0)
+    cached = read_cache_index(tmp_path / "cache")
+    bank = torch.from_numpy(load_cached_bank(tmp_path / "cache", cached)).unsqueeze(1)
+    training = preprocess_batch(bank.float() / 65535, config).squeeze(1).numpy()
+    paths = {s.path.name: s.path for s in samples}
+    app = np.stack(
+        [preprocess(load_radiograph(paths[r["file"]]).pixels, config)[0] for r in cached]
+    )
+    assert len(cached) >= 8
+    assert np.abs(training - app).max() * config.std <= 0.5 / 65535 + 1e-6
+    parsed = [r for r in cached if r["outlines"]]
+    assert all(parse_outlines(r["outlines"]) for r in parsed)
