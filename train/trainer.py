@@ -17,7 +17,6 @@ either per image through albumentations or batched on tensors on the training de
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import os
@@ -32,10 +31,9 @@ from typing import Any
 import numpy as np
 
 from edge_app._optional import require
-from edge_app.preprocess import PreprocessConfig, letterbox_geometry
-from train import device_augment
-from train.augment import augment, build_augmentation, policy
-from train.cache import LEVELS, load_cached_bank, parse_outlines, read_cache_index, read_cache_meta
+from edge_app.preprocess import PreprocessConfig
+from train.augment import build_augmentation, policy
+from train.batches import REGIONS, Batches, CacheData, teacher_logit_column
 from train.checkpoints import load_checkpoint, write_logits_csv
 from train.config import TrainConfig, save_config
 from train.evaluate import evaluate_scores
@@ -48,16 +46,15 @@ from train.losses import (
 from train.metrics import auroc
 from train.models import create_model, file_sha256, load_state_file
 from train.optim import frozen_modules, parameter_groups
-from train.outlines import rasterise_outlines
 from train.provenance import git_commit, project_version
 from train.registry import preprocessing_for
-from train.tensor_preprocess import letterbox_batch, normalize, resize_batch
+from train.run_log import RunLog
+from train.tensor_preprocess import normalize, resize_batch
 
 torch = require("torch", "train models")
 F = torch.nn.functional
 logger = logging.getLogger(__name__)
 
-REGIONS = ("hand", "leg", "hip", "shoulder", "mixed")
 LABELS = ("no_fracture", "fracture")
 
 
@@ -83,89 +80,6 @@ def resolve_device(config: TrainConfig, rank: int):
 
 
 # --------------------------------------------------------------------------- data
-
-
-class CacheData:
-    """The cache as one uint8 tensor bank on the device, plus labels, splits and regions."""
-
-    def __init__(self, config: TrainConfig, device):
-        rows = read_cache_index(config.cache)
-        if config.limit:
-            rng = np.random.default_rng(config.seed)
-            keep = sorted(rng.choice(len(rows), min(config.limit, len(rows)), replace=False))
-            rows = [rows[i] for i in keep]
-        self.rows = rows
-        self.meta = read_cache_meta(config.cache)
-        self.fill = float(self.meta.get("fill", 0.0))
-        self.levels = float(LEVELS[self.meta["format"]])
-        self.bank = torch.from_numpy(load_cached_bank(config.cache, rows)).unsqueeze(1).to(device)
-        self.labels = torch.tensor([float(r["label"]) for r in rows], device=device)
-        self.fracture_types = list(self.meta.get("fracture_types", []))
-        self.types = torch.tensor(
-            [
-                self.fracture_types.index(r["fracture_type"]) if r.get("fracture_type") else -1
-                for r in rows
-            ],
-            device=device,
-        )
-        self.regions = torch.tensor(
-            [REGIONS.index(r["region"]) if r.get("region") in REGIONS else -1 for r in rows],
-            device=device,
-        )
-        self.original_sizes = [
-            (int(r.get("original_height") or 0), int(r.get("original_width") or 0)) for r in rows
-        ]
-        self.masks = self._outline_masks(rows) if any(r.get("outlines") for r in rows) else None
-        split = np.array([r["split"] for r in rows])
-        self.index = {
-            name: torch.from_numpy(np.flatnonzero(split == name)).to(device)
-            for name in ("train", "val", "test")
-        }
-        if len(self.index["train"]) == 0 or len(self.index["val"]) == 0:
-            raise ValueError(f"{config.cache} has no train or no val rows; rebuild the split")
-
-    def _outline_masks(self, rows):
-        """The fracture outlines rasterised on the canvases (uint8, 255 inside)."""
-        size = self.bank.shape[-1]
-        masks = np.zeros((len(rows), 1, size, size), np.uint8)
-        for index, row in enumerate(rows):
-            outlines = parse_outlines(row.get("outlines", ""))
-            if outlines:
-                masks[index, 0] = rasterise_outlines(outlines, size, size) * 255
-        logger.info(
-            "outline masks for %d films", int((masks.reshape(len(rows), -1).max(1) > 0).sum())
-        )
-        return torch.from_numpy(masks).to(self.bank.device)
-
-    def positive_weight(self) -> float:
-        labels = self.labels[self.index["train"]]
-        positives = float(labels.sum())
-        return (len(labels) - positives) / max(positives, 1.0)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "size": self.meta.get("size"),
-            "format": self.meta.get("format"),
-            "split_id": self.meta.get("split_id"),
-            **{f"{name}_images": int(len(index)) for name, index in self.index.items()},
-        }
-
-
-def teacher_logit_column(spec: str, rows) -> np.ndarray:
-    """Fixed teacher logits per cached image from ``file.csv:column`` (e.g. a teacher's CSV)."""
-    path, _, column = spec.rpartition(":")
-    if not path or not column:
-        raise ValueError(f"--teacher-logits takes FILE.csv:COLUMN, got {spec!r}")
-    with open(path, newline="") as handle:
-        table = {r["file"]: r for r in csv.DictReader(handle)}
-    missing = [r["file"] for r in rows if r["file"] not in table]
-    if missing:
-        raise ValueError(
-            f"{path} has no logits for {len(missing)} cached images, e.g. {missing[:3]}"
-        )
-    if column not in next(iter(table.values())):
-        raise ValueError(f"{path} has no column {column!r}")
-    return np.array([float(table[r["file"]][column]) for r in rows], dtype=np.float32)
 
 
 # --------------------------------------------------------------------------- trainer
@@ -229,7 +143,15 @@ class Trainer:
         self.model_given = model is not None
         self.model = self._build_model() if model is None else self._place(model)
         self.frozen = frozen_modules(self.model, config.freeze_stages)
-        self.content = self._content_geometry()
+        self.batches_of = Batches(
+            self.data,
+            self.preprocessing,
+            self.policy,
+            self.generator,
+            self.augment_on_device,
+            self.albumentations,
+            config.cam_supervision,
+        )
         self.linear_probe: dict[str, Any] | None = None
         self.soup_of: list[str] | None = None
 
@@ -306,64 +228,6 @@ class Trainer:
         for start in range(0, max(1, len(order) - size + 1), size):
             yield order[start : start + size]
 
-    def _content_geometry(self):
-        """Per cached film: (top, left, height, width) of the film on the input-size canvas."""
-        size = self.preprocessing.input_size
-        boxes = [
-            (lambda g: (g.top, g.left, g.height, g.width))(letterbox_geometry(h, w, size))
-            if h and w
-            else (0, 0, size, size)
-            for h, w in self.data.original_sizes
-        ]
-        return torch.tensor(boxes, device=self.device)
-
-    def content_masks(self, indices):
-        """(n, 1, size, size) booleans: where each canvas shows the film, not the letterbox."""
-        size = self.preprocessing.input_size
-        top, left, height, width = self.content[indices].unbind(1)
-        grid = torch.arange(size, device=self.device)
-        rows = (grid[None, :] >= top[:, None]) & (grid[None, :] < (top + height)[:, None])
-        columns = (grid[None, :] >= left[:, None]) & (grid[None, :] < (left + width)[:, None])
-        return (rows[:, :, None] & columns[:, None, :]).unsqueeze(1)
-
-    def images(self, indices, training: bool):
-        """Float [0, 1] canvases at the input size (the app's letterbox), augmented if training."""
-        return self.batch(indices, training)[0]
-
-    def batch(self, indices, training: bool):
-        """(canvases, outline masks or None) at the input size, augmented together if training."""
-        size = self.preprocessing.input_size
-        canvases = self.data.bank[indices].float() / self.data.levels
-        canvases = letterbox_batch(canvases, size, self.data.fill)
-        masks = None
-        if self.data.masks is not None and (self.config.cam_supervision or not training):
-            masks = letterbox_batch(self.data.masks[indices].float() / 255.0, size, 0.0)
-        if not training:
-            return canvases, masks
-        canvases = device_augment.invert_films(
-            canvases,
-            self.content_masks(indices),
-            self.generator,
-            self.policy.invert,
-            self.data.fill,
-        )
-        if self.augment_on_device:
-            if masks is None:
-                return device_augment.augment_batch(canvases, self.generator, self.policy), None
-            return device_augment.augment_batch(canvases, self.generator, self.policy, masks)
-        arrays = canvases.squeeze(1).cpu().numpy()
-        if masks is None:
-            augmented = np.stack([augment(self.albumentations, canvas) for canvas in arrays])
-            return torch.from_numpy(augmented).unsqueeze(1).to(self.device), None
-        mask_arrays = (masks.squeeze(1).cpu().numpy() * 255).round().astype(np.uint8)
-        pairs = [
-            augment(self.albumentations, canvas, mask)
-            for canvas, mask in zip(arrays, mask_arrays, strict=True)
-        ]
-        images = torch.from_numpy(np.stack([pair[0] for pair in pairs])).unsqueeze(1)
-        masks = torch.from_numpy(np.stack([pair[1] for pair in pairs])).unsqueeze(1).float() / 255
-        return images.to(self.device), masks.to(self.device)
-
     def model_inputs(self, images, preprocessing: PreprocessConfig | None = None):
         """Canvases in [0, 1] → normalised model inputs (resized to a teacher's size if needed)."""
         preprocessing = preprocessing or self.preprocessing
@@ -375,10 +239,14 @@ class Trainer:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         return inputs
 
+    def eval_inputs(self, indices):
+        """Normalised, un-augmented model inputs of cached films."""
+        return self.model_inputs(self.batches_of.images(indices, False))
+
     # ----------------------------------------------------------------- loss and steps
 
     def loss(self, model, indices):
-        images, masks = self.batch(indices, training=True)
+        images, masks = self.batches_of.batch(indices, training=True)
         targets = self.data.labels[indices]
         with torch.autocast(**self.autocast):
             module = model.module if hasattr(model, "module") else model
@@ -451,7 +319,7 @@ class Trainer:
         for start in range(0, len(indices), 128):
             chunk = indices[start : start + 128]
             with torch.autocast(**self.autocast):
-                outputs.append(module(self.model_inputs(self.images(chunk, False))).float())
+                outputs.append(module(self.eval_inputs(chunk)).float())
         module.train(was_training)
         return torch.cat(outputs).cpu().numpy() if outputs else np.zeros(0, np.float32)
 
@@ -486,7 +354,7 @@ class Trainer:
         if resuming:
             state = self._resume(optimizer, schedule, ema)
         state["stopped"] = "completed"
-        log = _Log(self.out, config.tensorboard) if self.rank == 0 else None
+        log = RunLog(self.out, config.tensorboard) if self.rank == 0 else None
         for epoch in range(state["epoch"], config.epochs):
             loss, rate = self.train_one_epoch(model, optimizer, schedule, ema, steps_per_epoch)
             evaluated = ema.module if ema is not None else self.model
@@ -541,7 +409,9 @@ class Trainer:
         for start in range(0, len(indices), 64):
             chunk = indices[start : start + 64]
             with torch.autocast(**self.autocast):
-                features = self.model.features(self.model_inputs(self.images(chunk, False)))
+                features = self.model.features(
+                    self.model_inputs(self.batches_of.images(chunk, False))
+                )
             chunks.append(features.float().mean((2, 3)).cpu().numpy())
         return np.concatenate(chunks)
 
@@ -700,7 +570,7 @@ class Trainer:
         hits, overlaps = [], []
         for start in range(0, len(indices), 64):
             chunk = indices[start : start + 64]
-            images, masks = self.batch(chunk, training=False)
+            images, masks = self.batches_of.batch(chunk, training=False)
             cams = self.model.class_activation_map(self.model_inputs(images)).float()
             cams = F.interpolate(cams.unsqueeze(1), size=images.shape[-2:], mode="bilinear")
             for cam, mask in zip(
@@ -784,42 +654,6 @@ def checkpoint_metrics(report: dict) -> dict[str, Any]:
         },
         "localisation": report.get("localisation"),
     }
-
-
-class _Log:
-    """CSV log, plus TensorBoard when its package is installed."""
-
-    def __init__(self, out: Path, tensorboard: bool):
-        self.path = out / "log.csv"
-        new = not self.path.exists()
-        self.handle = open(self.path, "a", newline="")
-        self.writer = csv.writer(self.handle, lineterminator="\n")
-        if new:
-            self.writer.writerow(["epoch", "loss", "val_auroc", "images_per_second", "lr"])
-        self.board = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self.board = SummaryWriter(str(out / "tensorboard"))
-            except ImportError:
-                logger.warning(
-                    "tensorboard is not installed; writing the CSV log only "
-                    "(pip install tensorboard)"
-                )
-
-    def write(self, epoch, loss, val_auroc, rate, lr):
-        self.writer.writerow([epoch, f"{loss:.5f}", f"{val_auroc:.5f}", f"{rate:.1f}", f"{lr:.3g}"])
-        self.handle.flush()
-        if self.board:
-            self.board.add_scalar("loss/train", loss, epoch)
-            self.board.add_scalar("auroc/val", val_auroc, epoch)
-            self.board.add_scalar("throughput/images_per_second", rate, epoch)
-
-    def close(self):
-        self.handle.close()
-        if self.board:
-            self.board.close()
 
 
 def train(config: TrainConfig, **kwargs) -> dict[str, Any]:
