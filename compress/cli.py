@@ -11,6 +11,8 @@ import json
 import shlex
 import sys
 
+from edge_app.errors import UsageError
+
 
 def _export(args: argparse.Namespace) -> int:
     from compress.export import export_bundle, export_onnx
@@ -127,7 +129,7 @@ def _tune(args: argparse.Namespace) -> int:
         print(f"enqueued {len(args.enqueue)} trials; the next workers run them first")
     if args.trials > 0:
         if not args.students or not args.cache:
-            raise ValueError("a search needs --cache and --students")
+            raise UsageError("a search needs --cache and --students")
         study = optimise(settings, args.trials)
     else:
         study = open_study(settings, create=False)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_app._optional import require
-from edge_app.errors import FractureEdgeError
+from edge_app.errors import FractureEdgeError, UsageError
 from edge_app.preprocess import PreprocessConfig
 from train.checkpoints import load_checkpoint
 from train.config import TrainConfig, config_keys
@@ -112,7 +112,7 @@ def count_params_and_macs(model: nn.Module, input_size: int) -> tuple[int, int]:
 
 def check_ratio(ratio: float) -> None:
     if not 0.0 <= ratio <= MAX_RATIO:
-        raise ValueError(
+        raise UsageError(
             f"The pruning ratio is the fraction of channels removed from every layer and must be "
             f"in [0, {MAX_RATIO}], got {ratio}. Try 0.3 to 0.5."
         )
@@ -124,7 +124,7 @@ def _importance(name: str):
         return tp.importance.MagnitudeImportance(p=2)
     if name == "bn_scale":
         return tp.importance.BNScaleImportance()
-    raise ValueError(f"Unknown importance {name!r}; valid: {', '.join(IMPORTANCES)}")
+    raise UsageError(f"Unknown importance {name!r}; valid: {', '.join(IMPORTANCES)}")
 
 
 def _output_channels(model: nn.Module) -> dict[str, int]:
@@ -150,7 +150,7 @@ def prune_model(
     check_ratio(ratio)
     scorer = _importance(importance)
     if round_to < 1:
-        raise ValueError(f"round_to must be a positive channel multiple, got {round_to}")
+        raise UsageError(f"round_to must be a positive channel multiple, got {round_to}")
     if ratio == 0:
         return model
     pruned = copy.deepcopy(model).requires_grad_(True)  # tracing follows the autograd graph
@@ -261,10 +261,10 @@ def prune_checkpoint(
     """
     check_ratio(ratio)
     if config.init_weights:
-        raise ValueError(f"prune starts from {checkpoint}'s weights; drop --init-weights")
+        raise UsageError(f"prune starts from {checkpoint}'s weights; drop --init-weights")
     model, card, preprocessing = load_checkpoint(checkpoint)
     if config.backbone != card["architecture"]:
-        raise ValueError(
+        raise UsageError(
             f"{checkpoint} is a {card['architecture']}; drop --backbone {config.backbone}"
         )
     pruned = prune_model(model, ratio, config.input_size, importance, round_to)

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from edge_app._optional import require
-from edge_app.errors import FractureEdgeError
+from edge_app.errors import FractureEdgeError, UsageError
 from edge_app.preprocess import PreprocessConfig
 
 logger = logging.getLogger(__name__)
@@ -347,10 +347,10 @@ def parse_enqueue(spec: str) -> dict[str, Any]:
     for item in spec.split(","):
         key, separator, value = item.partition("=")
         if not separator or not key.strip():
-            raise ValueError(f"bad --enqueue item '{item}'; expected KEY=VALUE")
+            raise UsageError(f"bad --enqueue item '{item}'; expected KEY=VALUE")
         key = key.strip()
         if key not in ("student", "mode", *kinds):
-            raise ValueError(f"--enqueue knows no parameter '{key}'")
+            raise UsageError(f"--enqueue knows no parameter '{key}'")
         params[key] = kinds.get(key, str)(value.strip())
     return params
 

@@ -61,3 +61,11 @@ class DatasetError(FractureEdgeError, ValueError):
 
 class LogitsFileError(FractureEdgeError, ValueError):
     """A per-image logits CSV (file, split, label, one column per model) is malformed."""
+
+
+class UsageError(FractureEdgeError, ValueError):
+    """A flag, config, plan or input path the user gave cannot be used as given."""
+
+
+class InputPathError(UsageError, FileNotFoundError):
+    """A file or folder the user named does not exist."""

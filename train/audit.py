@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_app.errors import ImageReadError
+from edge_app.errors import ImageReadError, UsageError
 from edge_app.preprocess import resize
 from edge_app.radiograph import load_radiograph
 from train import duplicates
@@ -273,5 +273,5 @@ def read_json(path: str | Path) -> dict[str, Any]:
     data = json.loads(Path(path).read_text())
     missing = {"near_duplicate_groups", "label_conflict_groups", "truncated"} - set(data)
     if missing:
-        raise ValueError(f"{path} is not a FractureEdge audit JSON: it lacks {sorted(missing)}")
+        raise UsageError(f"{path} is not a FractureEdge audit JSON: it lacks {sorted(missing)}")
     return data

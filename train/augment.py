@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from edge_app._optional import require
+from edge_app.errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ POLICIES = {
 
 def policy(name: str, fill: float = 0.0) -> AugmentConfig:
     if name not in POLICIES:
-        raise ValueError(f"unknown augmentation policy {name!r}; valid: {', '.join(POLICIES)}")
+        raise UsageError(f"unknown augmentation policy {name!r}; valid: {', '.join(POLICIES)}")
     return replace(POLICIES[name], fill=fill)
 
 

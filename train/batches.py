@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edge_app._optional import require
+from edge_app.errors import UsageError
 from edge_app.preprocess import PreprocessConfig, letterbox_geometry
 from train import device_augment
 from train.augment import AugmentConfig, augment
@@ -66,7 +67,7 @@ class CacheData:
             for name in ("train", "val", "test")
         }
         if len(self.index["train"]) == 0 or len(self.index["val"]) == 0:
-            raise ValueError(f"{config.cache} has no train or no val rows; rebuild the split")
+            raise UsageError(f"{config.cache} has no train or no val rows; rebuild the split")
 
     def _outline_masks(self, rows):
         """The fracture outlines rasterised on the canvases (uint8, 255 inside)."""
@@ -99,16 +100,16 @@ def teacher_logit_column(spec: str, rows) -> np.ndarray:
     """Fixed teacher logits per cached image from ``file.csv:column`` (e.g. a teacher's CSV)."""
     path, _, column = spec.rpartition(":")
     if not path or not column:
-        raise ValueError(f"--teacher-logits takes FILE.csv:COLUMN, got {spec!r}")
+        raise UsageError(f"--teacher-logits takes FILE.csv:COLUMN, got {spec!r}")
     with open(path, newline="") as handle:
         table = {r["file"]: r for r in csv.DictReader(handle)}
     missing = [r["file"] for r in rows if r["file"] not in table]
     if missing:
-        raise ValueError(
+        raise UsageError(
             f"{path} has no logits for {len(missing)} cached images, e.g. {missing[:3]}"
         )
     if column not in next(iter(table.values())):
-        raise ValueError(f"{path} has no column {column!r}")
+        raise UsageError(f"{path} has no column {column!r}")
     return np.array([float(table[r["file"]][column]) for r in rows], dtype=np.float32)
 
 

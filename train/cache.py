@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from edge_app.errors import InputPathError, UsageError
 from edge_app.preprocess import LetterboxGeometry, letterbox
 from edge_app.radiograph import load_radiograph
 from train.datasets import Sample
@@ -70,9 +71,9 @@ class CacheConfig:
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
-            raise ValueError(f"cache format must be one of {sorted(FORMATS)}, got {self.format!r}")
+            raise UsageError(f"cache format must be one of {sorted(FORMATS)}, got {self.format!r}")
         if not 16 <= self.size <= 4096:
-            raise ValueError(f"cache size must be between 16 and 4096 px, got {self.size}")
+            raise UsageError(f"cache size must be between 16 and 4096 px, got {self.size}")
 
 
 def _box_to_canvas(box, geometry: LetterboxGeometry) -> tuple[float, ...]:
@@ -179,7 +180,7 @@ def build_cache(
     by_name = {Path(sample.path).name: sample for sample in samples}
     missing = [row.file for row in rows if row.split != EXCLUDED and row.file not in by_name]
     if missing:
-        raise ValueError(
+        raise UsageError(
             f"{len(missing)} split rows have no image in the data set, e.g. {missing[:3]}"
         )
     jobs = [(by_name[row.file], row, out_dir, config) for row in rows if row.split != EXCLUDED]
@@ -212,7 +213,7 @@ def build_cache(
 def read_cache_index(cache_dir: str | Path) -> list[dict[str, str]]:
     path = Path(cache_dir) / "index.csv"
     if not path.is_file():
-        raise FileNotFoundError(
+        raise InputPathError(
             f"{cache_dir} is not an image cache (no index.csv); build it with "
             "`fracture-edge data cache DATA --split SPLIT.csv --out "
             f"{cache_dir}`"

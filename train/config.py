@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_app._optional import require
+from edge_app.errors import UsageError
 
 
 @dataclass
@@ -74,15 +75,15 @@ class TrainConfig:
         }
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
-                raise ValueError(
+                raise UsageError(
                     f"{key} must be one of {', '.join(valid)}; got {getattr(self, key)!r}"
                 )
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
-            raise ValueError(f"layer_decay must lie in (0, 1], got {self.layer_decay}")
+            raise UsageError(f"layer_decay must lie in (0, 1], got {self.layer_decay}")
         if self.freeze_stages < 0 or self.cam_weight < 0 or self.cam_negative_weight < 0:
-            raise ValueError("freeze_stages, cam_weight and cam_negative_weight must be ≥ 0")
+            raise UsageError("freeze_stages, cam_weight and cam_negative_weight must be ≥ 0")
         if self.deadline_minutes is not None and not self.deadline_minutes > 0:
-            raise ValueError(f"deadline_minutes must be > 0, got {self.deadline_minutes}")
+            raise UsageError(f"deadline_minutes must be > 0, got {self.deadline_minutes}")
 
     @property
     def cam_supervision(self) -> bool:
@@ -117,7 +118,7 @@ def load_config(
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     unknown = set(values) - set(config_keys())
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"Unknown config keys {sorted(unknown)}; valid: {', '.join(config_keys())}"
         )
     return TrainConfig(**values)

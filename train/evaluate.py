@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from edge_app.errors import LogitsFileError
+from edge_app.errors import InputPathError, LogitsFileError
 from train.metrics import (
     apply_temperature,
     auprc,
@@ -73,7 +73,7 @@ def load_logits_csv(path: str | Path) -> tuple[list[LogitsRow], dict[str, np.nda
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"logits file {path} does not exist")
+        raise InputPathError(f"logits file {path} does not exist")
     with open(path, newline="") as handle:
         reader = csv.reader(handle)
         header = next(reader, None)

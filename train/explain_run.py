@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from edge_app._optional import require
+from edge_app.errors import UsageError
 from train.cache import load_cached_image, parse_boxes, read_cache_index
 from train.checkpoints import load_checkpoint
 from train.gradcam import cam_agreement, explainer, pointing_game_score
@@ -49,7 +50,7 @@ def explain_cache(
         if r["split"] == split and int(r["label"]) == 1 and parse_boxes(r["boxes"])
     ]
     if not rows:
-        raise ValueError(f"{cache_dir} has no fractured images with boxes in split {split!r}")
+        raise UsageError(f"{cache_dir} has no fractured images with boxes in split {split!r}")
     canvases = np.stack([load_cached_image(cache_dir, r["file"]) for r in rows])
     inputs = preprocess_batch(torch.from_numpy(canvases).unsqueeze(1), preprocessing)
     boxes = [parse_boxes(r["boxes"]) for r in rows]

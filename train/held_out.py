@@ -18,6 +18,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+from edge_app.errors import UsageError
 from train.datasets import Sample
 
 logger = logging.getLogger(__name__)
@@ -54,4 +55,4 @@ def held_out_indices(name: str, samples: Sequence[Sample]) -> list[int]:
     """The sample indices the hold-out ``name`` puts in test; errors list the valid names."""
     if name == "large-format":
         return large_format_indices(samples)
-    raise ValueError(f"unknown hold-out {name!r}; valid: {', '.join(HOLD_OUTS)}")
+    raise UsageError(f"unknown hold-out {name!r}; valid: {', '.join(HOLD_OUTS)}")

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 from edge_app._optional import require
-from edge_app.errors import FractureEdgeError
+from edge_app.errors import FractureEdgeError, UsageError
 from edge_app.files import file_sha256  # noqa: F401 (re-exported)
 from train.registry import BACKBONES, OFFLINE_IMAGENET, normalisation_for  # noqa: F401
 
@@ -206,7 +206,7 @@ def create_model(
 ) -> FractureNet:
     """The one factory. ``pretrained``: None, "imagenet" (timm, online) or "offline"."""
     if name not in BACKBONES:
-        raise ValueError(f"Unknown backbone {name!r}; valid names: {', '.join(BACKBONES)}")
+        raise UsageError(f"Unknown backbone {name!r}; valid names: {', '.join(BACKBONES)}")
     if name == "custom_cnn":
         backbone, channels = CustomCNN(in_chans), CustomCNN(in_chans).num_features
     else:
@@ -221,7 +221,7 @@ def create_model(
         if unexpected or any(not k.startswith(("classifier", "fc", "head")) for k in missing):
             raise WeightsError(f"Offline weights left {missing} missing, {unexpected} unexpected")
     elif pretrained is not None:
-        raise ValueError(f"pretrained must be None, 'imagenet' or 'offline', got {pretrained!r}")
+        raise UsageError(f"pretrained must be None, 'imagenet' or 'offline', got {pretrained!r}")
     model = FractureNet(backbone, channels, aux_heads)
     if init_weights:
         model.load_state_dict(load_state_file(init_weights, sha256))

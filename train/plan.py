@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_app._optional import require
+from edge_app.errors import UsageError
 from train.config import TrainConfig, config_keys
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ PROBE_KEYS = ("name", "data", "split", "features", "extra_logits")
 CACHE_KEYS = ("path", "data", "split", "size", "format", "quality")
 
 
-class PlanError(ValueError):
+class PlanError(UsageError):
     """The plan file is malformed or names runs that do not exist."""
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from edge_app._optional import require
+from edge_app.errors import UsageError
 from edge_app.preprocess import preprocess
 from edge_app.radiograph import load_radiograph
 from train.checkpoints import write_logits_csv
@@ -47,7 +48,7 @@ class FeatureSpec:
     def parse(cls, text: str) -> FeatureSpec:
         backbone, _, size = text.partition("@")
         if not size.isdigit():
-            raise ValueError(
+            raise UsageError(
                 f"a feature spec is BACKBONE@SIZE, e.g. tf_efficientnet_lite0@320; got {text!r}"
             )
         return cls(backbone, int(size))
@@ -189,7 +190,7 @@ def _extra_columns(specs: Sequence[str], rows) -> np.ndarray:
             table = {r["file"]: r[column] for r in csv.DictReader(handle)}
         missing = [row["file"] for row in rows if not table.get(row["file"])]
         if missing:
-            raise ValueError(
+            raise UsageError(
                 f"{path} has no {column} logit for {len(missing)} films, e.g. {missing[:3]}"
             )
         columns.append([float(table[row["file"]]) for row in rows])

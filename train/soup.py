@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_app._optional import require
+from edge_app.errors import UsageError
 from train.checkpoints import load_checkpoint
 from train.config import load_config
 
@@ -28,10 +29,10 @@ def average_states(states: Sequence[dict]) -> dict:
     first = states[0]
     for other in states[1:]:
         if other.keys() != first.keys():
-            raise ValueError("checkpoints with different parameters cannot be averaged")
+            raise UsageError("checkpoints with different parameters cannot be averaged")
         for key, value in first.items():
             if other[key].shape != value.shape:
-                raise ValueError(
+                raise UsageError(
                     f"{key}: shapes {tuple(value.shape)} and {tuple(other[key].shape)}"
                 )
     return {
@@ -46,12 +47,12 @@ def uniform_soup(folders: Sequence[str | Path], out: str | Path, command: str) -
     from train.trainer import Trainer
 
     if len(folders) < 2:
-        raise ValueError("a soup needs at least two checkpoints")
+        raise UsageError("a soup needs at least two checkpoints")
     loaded = [load_checkpoint(folder) for folder in folders]
     architectures = {card["architecture"] for _, card, _ in loaded}
     preprocessings = {preprocessing for _, _, preprocessing in loaded}
     if len(architectures) > 1 or len(preprocessings) > 1:
-        raise ValueError(
+        raise UsageError(
             f"soup ingredients must share architecture and preprocessing; got {architectures}"
         )
     model = loaded[0][0]

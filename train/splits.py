@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_app.errors import UsageError
 from train.datasets import Sample
 from train.duplicates import connected_groups
 
@@ -55,12 +56,12 @@ class SplitConfig:
             and 0 <= self.test_fraction < 1
             and self.val_fraction + self.test_fraction < 1
         ):
-            raise ValueError(
+            raise UsageError(
                 f"val_fraction ({self.val_fraction}) and test_fraction ({self.test_fraction}) "
                 "must be in [0, 1) and sum to less than 1"
             )
         if self.folds == 1 or self.folds < 0:
-            raise ValueError(f"folds must be 0 (no k-fold) or at least 2, got {self.folds}")
+            raise UsageError(f"folds must be 0 (no k-fold) or at least 2, got {self.folds}")
 
 
 @dataclass
@@ -181,7 +182,7 @@ def make_split(
     ``config.val_fraction`` of it (``config.test_fraction`` is not used).
     """
     if held_out and previous:
-        raise ValueError(
+        raise UsageError(
             "a held-out test set cannot keep the assignment of an earlier split file: "
             "drop --keep-from (or --hold-out)"
         )
@@ -314,7 +315,7 @@ def read_split(path: str | Path) -> list[SplitRow]:
         reader = csv.DictReader(handle)
         missing = {"file", "split", "label", "group"} - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(f"{path} is not a split file: it lacks the columns {sorted(missing)}")
+            raise UsageError(f"{path} is not a split file: it lacks the columns {sorted(missing)}")
         return [
             SplitRow(
                 file=row["file"],

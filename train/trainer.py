@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from edge_app._optional import require
+from edge_app.errors import UsageError
 from edge_app.preprocess import PreprocessConfig
 from train.augment import build_augmentation, policy
 from train.batches import REGIONS, Batches, CacheData, teacher_logit_column
@@ -159,13 +160,13 @@ class Trainer:
 
     def _check_preprocessing(self) -> None:
         if self.preprocessing.input_size != self.config.input_size:
-            raise ValueError(
+            raise UsageError(
                 f"the model's preprocessing is {self.preprocessing.input_size} px but the config "
                 f"asks for {self.config.input_size}; pass --input-size "
                 f"{self.preprocessing.input_size}"
             )
         if abs(self.preprocessing.fill - self.data.fill) > 1e-9:
-            raise ValueError(
+            raise UsageError(
                 f"{self.config.cache} is letterboxed with fill {self.data.fill}, the model with "
                 f"{self.preprocessing.fill}; rebuild the cache with the model's fill"
             )
@@ -177,7 +178,7 @@ class Trainer:
             aux["region"] = len(REGIONS)
         if self.config.type_head:
             if not self.data.fracture_types:
-                raise ValueError(
+                raise UsageError(
                     f"--type-head needs fracture types; {self.config.cache} has none "
                     "(build the cache from a folder-per-class fracture-type tree)"
                 )
@@ -194,7 +195,7 @@ class Trainer:
             target = model if any(k.startswith("backbone.") for k in state) else model.backbone
             missing, unexpected = target.load_state_dict(state, strict=False)
             if unexpected:
-                raise ValueError(
+                raise UsageError(
                     f"{self.config.init_weights} holds unexpected keys {unexpected[:5]}"
                 )
             logger.info(
