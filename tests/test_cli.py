@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from fracture_edge.cli import main
 
 
@@ -31,9 +33,7 @@ def test_console_script_runs():
     assert result.returncode == 0 and "fracture-edge" in result.stdout
 
 
-def test_user_errors_exit_2_with_a_message_and_bugs_keep_their_traceback(
-    monkeypatch, capsys
-):
+def test_user_errors_exit_2_with_a_message_and_bugs_keep_their_traceback(monkeypatch, capsys):
     """The one error mapping: FractureEdgeError → message, exit 2; anything else → exit 1."""
     import argparse
 
