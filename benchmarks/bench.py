@@ -57,10 +57,10 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.latency import measure_latency, peak_rss_mb
 from benchmarks.shifts import DEFAULT_SHIFT_SEED
 from edge_app._optional import install_hint
 from edge_app.errors import FractureEdgeError, MissingDependencyError
+from edge_app.latency import measure_latency, peak_rss_mb
 from edge_app.preprocess import PreprocessConfig, preprocess
 from edge_app.radiograph import load_radiograph
 from edge_app.runtime import heatmap_from_cam

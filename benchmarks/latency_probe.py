@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from benchmarks.bench import REPO_ROOT, _torch_callables, child_environment
-from benchmarks.latency import measure_latency
+from edge_app.latency import measure_latency
 
 
 def _torch_call(arch: str, size: int, threads: int = 1):
@@ -64,7 +64,7 @@ def bursts(bundle: str, arch: str, size: int, count: int, calls: int) -> dict:
 def _one_process(arch: str, size: int, hugepages: bool) -> dict:
     code = (
         "import json,sys;from benchmarks.latency_probe import _torch_call;"
-        "from benchmarks.latency import measure_latency;"
+        "from edge_app.latency import measure_latency;"
         f"c=_torch_call({arch!r},{size});"
         "r=[measure_latency(c,runs=25,warmup=5) for _ in range(4)];"
         "print(json.dumps([[x.min_ms,x.p50_ms] for x in r]))"

@@ -98,7 +98,7 @@ def app_cold_start(bundle: Path, image: Path, screenshot: Path) -> dict:
 
 
 def warm_latency(bundle: Path, image: Path, threads: int, runs: int, warmup: int) -> dict:
-    from benchmarks.latency import measure_latency
+    from edge_app.latency import measure_latency
     from edge_app.radiograph import load_radiograph
     from edge_app.runtime import FractureDetector
 

@@ -230,8 +230,8 @@ def screen_auroc(net, card: dict, settings: TuneSettings) -> float:
 
 def measure_artifact(path: Path, card: dict, outputs: dict, settings: TuneSettings) -> dict:
     """Validation AUROC, p50 latency (1 thread) and size of a ``.tflite`` file."""
-    from benchmarks.latency import tflite_latency
     from compress.export import LOGIT_OUTPUT, cache_rows, model_inputs, tflite_outputs
+    from edge_app.latency import tflite_latency
     from train.metrics import auroc
 
     rows = cache_rows(settings.cache, "val")
@@ -376,7 +376,7 @@ def remeasure(study, repeats: int = 5, runs: int = 100) -> dict[str, float]:
     when the machine is quiet, before choosing; the study keeps the result (finished trials
     cannot be edited, so it is a study attribute), and the choice and plot use it.
     """
-    from benchmarks.latency import tflite_latency
+    from edge_app.latency import tflite_latency
 
     measured = dict(study.user_attrs.get(REMEASURED, {}))
     for trial in completed(study):

@@ -43,8 +43,8 @@ from benchmarks.bench import (  # noqa: E402
 )
 from benchmarks.cli import add_bench_parser  # noqa: E402
 from benchmarks.compare import compare_reports, format_comparison, main  # noqa: E402
-from benchmarks.latency import peak_rss_mb  # noqa: E402
 from benchmarks.report import FIGURES, table_header  # noqa: E402
+from edge_app.latency import peak_rss_mb  # noqa: E402
 from train.checkpoints import write_checkpoint  # noqa: E402
 from train.metrics import apply_temperature, auroc  # noqa: E402
 from train.models import create_model  # noqa: E402
