@@ -1063,10 +1063,10 @@ def _child_callables(job: dict) -> tuple[Callable[[int], Callable[[], object]], 
             return lambda: session.run(None, {model_input.name: image})
 
         return onnx_call, {}
-    return _torch_callables(job, rng)
+    return torch_callables(job, rng)
 
 
-def _torch_callables(job: dict, rng) -> tuple[Callable[[int], Callable[[], object]], dict]:
+def torch_callables(job: dict, rng) -> tuple[Callable[[int], Callable[[], object]], dict]:
     import torch
 
     if job["kind"] == "arch":

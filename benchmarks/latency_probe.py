@@ -26,14 +26,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from benchmarks.bench import REPO_ROOT, _torch_callables, child_environment
+from benchmarks.bench import REPO_ROOT, torch_callables, child_environment
 from edge_app.latency import measure_latency
 
 
 def _torch_call(arch: str, size: int, threads: int = 1):
     """The benchmark's own ``arch:`` call (seeded weights, fixed input), at ``threads``."""
     job = {"kind": "arch", "target": arch, "input_size": size, "device": "cpu"}
-    make_call, _ = _torch_callables(job, np.random.default_rng(0))
+    make_call, _ = torch_callables(job, np.random.default_rng(0))
     return make_call(threads)
 
 
