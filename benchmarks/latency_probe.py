@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from benchmarks.bench import REPO_ROOT, torch_callables, child_environment
+from benchmarks.bench import REPO_ROOT, child_environment, torch_callables
 from edge_app.latency import measure_latency
 
 
