@@ -16,8 +16,11 @@ from edge_app.errors import UsageError
 
 def _export(args: argparse.Namespace) -> int:
     from compress.export import export_bundle, export_onnx
+    from edge_app.files import check_output
     from train.checkpoints import load_checkpoint
 
+    inputs = [args.checkpoint] + ([args.cache] if args.cache else [])
+    check_output(args.out, inputs, args.overwrite, folder=args.format == "tflite", what="export")
     if args.format == "onnx":
         net, card, config = load_checkpoint(args.checkpoint)
         size = args.input_size or config.input_size
@@ -69,6 +72,9 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
     export.add_argument("checkpoint", help="checkpoint folder (model.safetensors + card)")
     export.add_argument("--format", choices=("tflite", "onnx"), default="tflite")
     export.add_argument("--out", required=True, help="bundle folder (tflite) or .onnx file")
+    export.add_argument(
+        "--overwrite", action="store_true", help="replace an existing bundle folder or file"
+    )
     quant = export.add_mutually_exclusive_group()
     quant.add_argument("--fp16", action="store_true", help="float16 weights")
     quant.add_argument(

@@ -22,6 +22,7 @@ from benchmarks.cli import (
 from compress.cli import add_parsers as add_compress_parsers
 from edge_app.app_cli import add_app_parser
 from edge_app.errors import FractureEdgeError, UsageError
+from edge_app.files import check_output
 from edge_app.web_cli import add_web_parser
 from fracture_edge import __version__
 
@@ -31,6 +32,15 @@ logger = logging.getLogger("fracture_edge")
 # --------------------------------------------------------------------------- data verbs
 
 
+def _data_inputs(path: str | Path, samples=()) -> list[Path]:
+    """What a data command reads and must never write into: the data folder (or the manifest
+    and the folders of its images)."""
+    path = Path(path)
+    if path.is_dir():
+        return [path]
+    return [path, *sorted({Path(sample.path).parent for sample in samples})]
+
+
 def _data_audit(args: argparse.Namespace) -> int:
     from edge_app._optional import require
     from train.audit import audit_dataset, write_json
@@ -38,10 +48,15 @@ def _data_audit(args: argparse.Namespace) -> int:
     from train.datasets import open_dataset
 
     require("matplotlib.figure", "draw the audit plots")  # fail before a long scan, not after
-    result = audit_dataset(list(open_dataset(args.path)), workers=args.workers)
-    out_dir = Path(args.out)
+    samples = list(open_dataset(args.path))
+    inputs = _data_inputs(args.path, samples)
+    out_dir = check_output(args.out, inputs, args.overwrite, folder=True, what="audit report")
+    json_target = check_output(
+        args.json or out_dir / "audit.json", inputs, args.overwrite, what="audit JSON"
+    )
+    result = audit_dataset(samples, workers=args.workers)
     report = write_report(result, out_dir)
-    json_path = write_json(result, args.json or out_dir / "audit.json")
+    json_path = write_json(result, json_target)
     print(json.dumps(result.summary["counts"], indent=1))
     print(f"report: {report}\njson:   {json_path}")
     return 0
@@ -65,13 +80,21 @@ def _data_split(args: argparse.Namespace) -> int:
             f"--hold-out {args.hold_out} makes the held-out films the test set; drop --test"
         )
     samples = list(open_dataset(args.path))
+    inputs = _data_inputs(args.path, samples) + ([args.audit] if args.audit else [])
+    if "{split_id}" not in str(args.out):
+        check_output(args.out, inputs, args.overwrite, what="split")
+    if args.keep_from:
+        inputs.append(args.keep_from)
     if args.audit:
         audit = read_json(args.audit)
     else:
         logger.info("no --audit given: auditing %s first", args.path)
+        audit_path = check_output(
+            Path(args.out).with_suffix(".audit.json"), inputs, args.overwrite, what="audit JSON"
+        )
         result = audit_dataset(samples, workers=args.workers)
         audit = result.to_json()
-        write_json(result, Path(args.out).with_suffix(".audit.json"))
+        write_json(result, audit_path)
     test = 0.15 if args.test is None else args.test
     config = SplitConfig(args.val, test, args.folds, args.seed, args.keep_truncated)
     root = Path(args.path) if Path(args.path).is_dir() else Path(args.path).parent
@@ -81,7 +104,9 @@ def _data_split(args: argparse.Namespace) -> int:
         samples, audit, config, root=root.resolve(), previous=previous, held_out=held_out
     )
     identifier = split_id(rows)
-    out = Path(str(args.out).replace("{split_id}", identifier))
+    out = check_output(
+        str(args.out).replace("{split_id}", identifier), inputs, args.overwrite, what="split"
+    )
     write_split(rows, out)
     summary = {"split_id": identifier, "counts": split_counts(rows)}
     if args.hold_out:
@@ -96,10 +121,13 @@ def _data_cache(args: argparse.Namespace) -> int:
     from train.datasets import open_dataset
     from train.splits import read_split
 
+    samples = list(open_dataset(args.path))
+    inputs = _data_inputs(args.path, samples) + [args.split]
+    out = check_output(args.out, inputs, args.overwrite, folder=True, what="cache")
     meta = build_cache(
-        list(open_dataset(args.path)),
+        samples,
         read_split(args.split),
-        args.out,
+        out,
         CacheConfig(size=args.size, quality=args.quality, format=args.format),
         workers=args.workers,
     )
@@ -118,6 +146,7 @@ def _add_data_parser(verbs: argparse._SubParsersAction) -> None:
     audit.add_argument("--out", default="runs/audit", help="folder for the report and plots")
     audit.add_argument("--json", help="write the audit JSON here (default: OUT/audit.json)")
     audit.add_argument("--workers", type=int, default=2)
+    audit.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     audit.set_defaults(handler=_data_audit)
 
     split = data_verbs.add_parser("split", help="leak-free stratified grouped split")
@@ -156,6 +185,7 @@ def _add_data_parser(verbs: argparse._SubParsersAction) -> None:
         "only exclusions and new images change",
     )
     split.add_argument("--workers", type=int, default=2)
+    split.add_argument("--overwrite", action="store_true", help="replace an existing split file")
     split.set_defaults(handler=_data_split)
 
     cache = data_verbs.add_parser("cache", help="pre-letterboxed JPEG cache for the GPU machine")
@@ -172,6 +202,9 @@ def _add_data_parser(verbs: argparse._SubParsersAction) -> None:
         "png: 8-bit (up to 0.5/255, half the size); jpeg: compact (default)",
     )
     cache.add_argument("--workers", type=int, default=2)
+    cache.add_argument(
+        "--overwrite", action="store_true", help="write into an existing, non-empty folder"
+    )
     cache.set_defaults(handler=_data_cache)
 
 

@@ -57,6 +57,7 @@ class TrainConfig:
     weights_dtype: str = "float32"  # "float16" halves the checkpoint (e.g. back from a GPU)
     limit: int | None = None
     resume: bool = False
+    overwrite: bool = False  # replace a finished checkpoint already in ``out``
     progress: bool = True
     tensorboard: bool = True
     # Distillation (fracture-edge distill)

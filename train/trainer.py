@@ -334,8 +334,18 @@ class Trainer:
         limit = self.config.deadline_minutes
         return limit is not None and time.perf_counter() - self.started > limit * 60
 
+    def claim_output(self) -> None:
+        """Refuse to train over a finished checkpoint unless resuming or told to overwrite."""
+        config = self.config
+        if (self.out / "model_card.json").is_file() and not (config.resume or config.overwrite):
+            raise UsageError(
+                f"{self.out} already holds a trained checkpoint; refusing to replace it. Pass "
+                "--resume to continue it, --overwrite to replace it, or another --out"
+            )
+
     def fit(self) -> dict[str, Any]:
         config = self.config
+        self.claim_output()
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(config, self.out / "config.yaml")
@@ -435,6 +445,7 @@ class Trainer:
     def write_without_training(self, note: str) -> dict[str, Any]:
         """Evaluate the model as it is and write a complete checkpoint (pruned or souped
         weights: the card's operating points then belong to these weights)."""
+        self.claim_output()
         self.out.mkdir(parents=True, exist_ok=True)
         save_config(self.config, self.out / "config.yaml")
         self.save_weights(self.model)
