@@ -14,6 +14,7 @@ RUNTIME_MODULES = [
     "edge_app.preprocess",
     "edge_app.radiograph",
     "edge_app.files",
+    "edge_app.metrics",
     "edge_app.tflite",
     "edge_app.runtime",
     "edge_app.predict",
