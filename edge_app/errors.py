@@ -61,3 +61,11 @@ class DatasetError(FractureEdgeError, ValueError):
 
 class LogitsFileError(FractureEdgeError, ValueError):
     """A per-image logits CSV (file, split, label, one column per model) is malformed."""
+
+
+class LabelsFileError(FractureEdgeError, ValueError):
+    """A labels CSV (file, fracture 1/0/empty[, boxes]) is malformed or names missing files."""
+
+
+class SiteCalibrationError(FractureEdgeError, ValueError):
+    """A site's labelled films cannot calibrate a bundle (too few, unusable, or a bad --out)."""

@@ -15,6 +15,7 @@ RUNTIME_MODULES = [
     "edge_app.radiograph",
     "edge_app.files",
     "edge_app.metrics",
+    "edge_app.labelled_folder",
     "edge_app.tflite",
     "edge_app.runtime",
     "edge_app.predict",
