@@ -17,6 +17,7 @@ from pathlib import Path
 from benchmarks.cli import add_bench_parser
 from compress.cli import add_parsers as add_compress_parsers
 from edge_app.app_cli import add_app_parser
+from edge_app.calibrate_cli import add_calibrate_parser
 from edge_app.errors import FractureEdgeError
 from edge_app.web_cli import add_web_parser
 from fracture_edge import __version__
@@ -570,6 +571,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_compress_parsers(verbs)
     add_bench_parser(verbs)
     _add_predict_parser(verbs)
+    add_calibrate_parser(verbs)
     add_app_parser(verbs)
     add_web_parser(verbs)
     _add_doctor_parser(verbs)

@@ -16,6 +16,8 @@ RUNTIME_MODULES = [
     "edge_app.files",
     "edge_app.metrics",
     "edge_app.labelled_folder",
+    "edge_app.site_calibration",
+    "edge_app.calibrate_cli",
     "edge_app.tflite",
     "edge_app.runtime",
     "edge_app.predict",
