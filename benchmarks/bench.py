@@ -66,6 +66,7 @@ from edge_app.labelled_folder import read_labels_csv
 from edge_app.preprocess import PreprocessConfig, preprocess
 from edge_app.radiograph import load_radiograph
 from edge_app.runtime import heatmap_from_cam
+from edge_app.site_calibration import DEFAULT_MIN_FRACTURED, DEFAULT_MIN_UNFRACTURED
 
 logger = logging.getLogger(__name__)
 
@@ -360,6 +361,10 @@ class BenchConfig:
     shifts: bool = False
     shift_seed: int = DEFAULT_SHIFT_SEED
     tta: bool = False  # TFLite rows' accuracy with horizontal-flip TTA (two invokes per image)
+    calibrate: int | None = None  # --calibrate K: site calibration on K films, over folds
+    calibration_folds: int = 10
+    min_fractured: int = DEFAULT_MIN_FRACTURED
+    min_unfractured: int = DEFAULT_MIN_UNFRACTURED
     child_timeout_s: float = 3600.0
 
     def __post_init__(self) -> None:
@@ -379,6 +384,10 @@ class BenchConfig:
             raise BenchError("--latency-only and --no-latency leave nothing to measure")
         if self.latency_only and self.shifts:
             raise BenchError("--shifts scores images; --latency-only reads none: drop one")
+        if self.calibrate is not None and not self.external:
+            raise BenchError("--calibrate K calibrates to an external site: add --external DIR")
+        if self.calibrate is not None and (self.calibrate < 1 or self.calibration_folds < 1):
+            raise BenchError("--calibrate and --calibration-folds must be at least 1")
         self.threads = list(dict.fromkeys(int(n) for n in self.threads))
 
 
@@ -1255,6 +1264,10 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         images, data = _latency_only(specs)
     else:
         images, data = _images_for(config)
+    if config.calibrate:
+        from benchmarks.site_calibration import check_plan
+
+        check_plan([image.label for image in images], config)  # refuse before scoring
     env = environment(config.note)
     planned = plan_rows(specs, cuda_available(specs, config.cuda))
     rows = [row for _, row in planned]
@@ -1266,6 +1279,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
                 row["accuracy_note"] = row["heatmap_note"] = LATENCY_ONLY
         else:
             _score_and_evaluate(planned, scorers, images, config)
+        site_calibration = _site_calibration(rows, scorers, images, config)
         if config.shifts:
             _score_shifts(planned, scorers, images, config)
         scorers.clear()  # free the parent's models before the children measure
@@ -1297,6 +1311,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             for i in images
         ],
         "rows": rows,
+        "site_calibration": site_calibration,
         "errors": [f"{row['id']}: {error}" for row in rows for error in row["errors"]],
     }
     report["wall_s"] = round(time.time() - started, 1)
@@ -1357,6 +1372,15 @@ def _score_and_evaluate(planned, scorers, images, config: BenchConfig) -> None:
         elif spec.kind != "logits" and row["device"] == "cpu":
             where = "labelled external" if config.external else "test"
             row["heatmap_note"] = f"no {where} image with boxes in this run"
+
+
+def _site_calibration(rows, scorers, images, config: BenchConfig) -> dict | None:
+    """``--calibrate K``: before/after site calibration per row (benchmarks/site_calibration)."""
+    if not config.calibrate:
+        return None
+    from benchmarks.site_calibration import bench_site_calibration
+
+    return bench_site_calibration(rows, scorers, images, config)
 
 
 NO_LATENCY = "not measured (--no-latency)"
