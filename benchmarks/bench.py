@@ -36,7 +36,6 @@ alone, and TensorFlow never shares a process with torchvision (LiteRT comes from
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import importlib.metadata
 import importlib.util
@@ -60,10 +59,14 @@ import numpy as np
 from benchmarks.shifts import DEFAULT_SHIFT_SEED
 from edge_app._optional import install_hint
 from edge_app.errors import FractureEdgeError, MissingDependencyError
+from edge_app.errors import LabelsFileError as LabelsFileError  # re-exported: one reader
+from edge_app.labelled_folder import parse_boxes as parse_boxes  # (edge_app.labelled_folder)
+from edge_app.labelled_folder import read_labels_csv
 from edge_app.latency import measure_latency, peak_rss_mb
 from edge_app.preprocess import PreprocessConfig, preprocess
 from edge_app.radiograph import load_radiograph
 from edge_app.runtime import heatmap_from_cam
+from edge_app.site_calibration import DEFAULT_MIN_FRACTURED, DEFAULT_MIN_UNFRACTURED
 
 logger = logging.getLogger(__name__)
 
@@ -124,15 +127,10 @@ ROW_KEYS = (
     "logits",
     "errors",
 )
-LABEL_COLUMNS = ("file", "fracture")
 
 
 class BenchError(FractureEdgeError):
     """A benchmark input (spec, split, data, labels CSV) is unusable, or a child run failed."""
-
-
-class LabelsFileError(BenchError, ValueError):
-    """An external labels CSV is malformed or names files that do not exist."""
 
 
 # --------------------------------------------------------------------------- artifact specs
@@ -325,100 +323,12 @@ def _quotas(strata: dict[Any, list[int]], limit: int) -> dict[Any, int]:
 
 
 def read_external_labels(folder: str | Path, labels_csv: str | Path) -> list[BenchImage]:
-    """Validate a labels CSV (``file``, ``fracture`` 1/0/empty, optional ``boxes``).
-
-    Every problem of a kind is listed in one error: missing columns, unreadable cells (with
-    their line numbers) and files that do not exist under ``folder``.
-    """
-    folder, labels_csv = Path(folder), Path(labels_csv)
-    if not folder.is_dir():
-        raise LabelsFileError(f"external folder {folder} does not exist")
-    if not labels_csv.is_file():
-        raise LabelsFileError(f"labels CSV {labels_csv} does not exist")
-    with open(labels_csv, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = [name.strip() for name in reader.fieldnames or []]
-        missing = [name for name in LABEL_COLUMNS if name not in columns]
-        if missing:
-            raise LabelsFileError(
-                f"{labels_csv} lacks the column(s) {', '.join(missing)} (found: "
-                f"{', '.join(columns) or 'no header'}); expected file,fracture[,boxes] with "
-                "fracture 1, 0 or empty (unknown)"
-            )
-        rows = [
-            (line, {k.strip(): (v or "").strip() for k, v in row.items() if k})
-            for line, row in enumerate(reader, start=2)
-        ]
-    problems: list[str] = []
-    images = [_external_image(folder, line, row, problems) for line, row in rows]
-    _raise_problems(labels_csv, problems)
-    names = [image.file for image in images]
-    repeated = sorted({name for name in names if names.count(name) > 1})
-    if repeated:
-        raise LabelsFileError(f"{labels_csv} lists these files more than once: {repeated[:10]}")
-    absent = [image.file for image in images if not image.path.is_file()]
-    if absent:
-        shown = ", ".join(absent[:20]) + (
-            f" … and {len(absent) - 20} more" if len(absent) > 20 else ""
-        )
-        raise LabelsFileError(f"{len(absent)} file(s) of {labels_csv} are not in {folder}: {shown}")
-    if not images:
-        raise LabelsFileError(f"{labels_csv} has no rows")
-    return images
-
-
-def _external_image(folder: Path, line: int, row: dict[str, str], problems: list[str]):
-    file = row.get("file", "")
-    if not file:
-        problems.append(f"line {line}: empty 'file'")
-    label: int | None = None
-    value = row.get("fracture", "")
-    if value in ("0", "1"):
-        label = int(value)
-    elif value:
-        problems.append(f"line {line}: fracture {value!r} is not 1, 0 or empty (unknown)")
-    boxes = parse_boxes(row.get("boxes", ""), f"line {line}", problems)
-    return BenchImage(file, "external", label, folder / file, boxes)
-
-
-def parse_boxes(text: str, where: str = "", problems: list[str] | None = None):
-    """``"x0 y0 x1 y1; x0 y0 x1 y1"`` (normalised to the image) → a tuple of boxes.
-
-    With ``problems`` each bad box is appended to it and skipped; without, the first raises.
-    """
-    boxes = []
-    for part in filter(None, (piece.strip() for piece in text.split(";"))):
-        problem = _box_problem(part)
-        if problem is None:
-            boxes.append(tuple(float(value) for value in part.split()))
-            continue
-        message = f"{where}: box {part!r} {problem}" if where else f"box {part!r} {problem}"
-        if problems is None:
-            raise LabelsFileError(message)
-        problems.append(message)
-    return tuple(boxes)
-
-
-def _box_problem(part: str) -> str | None:
-    values = part.split()
-    if len(values) != 4:
-        return f"has {len(values)} numbers; expected 4 (x0 y0 x1 y1)"
-    try:
-        x0, y0, x1, y1 = (float(value) for value in values)
-    except ValueError:
-        return "holds something that is not a number"
-    if not all(0.0 <= v <= 1.0 for v in (x0, y0, x1, y1)):
-        return "is not normalised to 0–1 (divide pixels by the image width and height)"
-    if x1 <= x0 or y1 <= y0:
-        return "needs x0 < x1 and y0 < y1 (corners, not centre/size)"
-    return None
-
-
-def _raise_problems(path: Path, problems: list[str]) -> None:
-    if problems:
-        shown = "\n  ".join(problems[:20])
-        more = f"\n  … and {len(problems) - 20} more" if len(problems) > 20 else ""
-        raise LabelsFileError(f"{path} has {len(problems)} problem(s):\n  {shown}{more}")
+    """The labels CSV's rows as images (:func:`edge_app.labelled_folder.read_labels_csv`, the
+    reader ``fracture-edge calibrate`` uses too)."""
+    return [
+        BenchImage(film.file, "external", film.label, film.path, film.boxes)
+        for film in read_labels_csv(folder, labels_csv)
+    ]
 
 
 # --------------------------------------------------------------------------- configuration
@@ -451,6 +361,10 @@ class BenchConfig:
     shifts: bool = False
     shift_seed: int = DEFAULT_SHIFT_SEED
     tta: bool = False  # TFLite rows' accuracy with horizontal-flip TTA (two invokes per image)
+    calibrate: int | None = None  # --calibrate K: site calibration on K films, over folds
+    calibration_folds: int = 10
+    min_fractured: int = DEFAULT_MIN_FRACTURED
+    min_unfractured: int = DEFAULT_MIN_UNFRACTURED
     child_timeout_s: float = 3600.0
 
     def __post_init__(self) -> None:
@@ -470,6 +384,10 @@ class BenchConfig:
             raise BenchError("--latency-only and --no-latency leave nothing to measure")
         if self.latency_only and self.shifts:
             raise BenchError("--shifts scores images; --latency-only reads none: drop one")
+        if self.calibrate is not None and not self.external:
+            raise BenchError("--calibrate K calibrates to an external site: add --external DIR")
+        if self.calibrate is not None and (self.calibrate < 1 or self.calibration_folds < 1):
+            raise BenchError("--calibrate and --calibration-folds must be at least 1")
         self.threads = list(dict.fromkeys(int(n) for n in self.threads))
 
 
@@ -1346,6 +1264,10 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         images, data = _latency_only(specs)
     else:
         images, data = _images_for(config)
+    if config.calibrate:
+        from benchmarks.site_calibration import check_plan
+
+        check_plan([image.label for image in images], config)  # refuse before scoring
     env = environment(config.note)
     planned = plan_rows(specs, cuda_available(specs, config.cuda))
     rows = [row for _, row in planned]
@@ -1357,6 +1279,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
                 row["accuracy_note"] = row["heatmap_note"] = LATENCY_ONLY
         else:
             _score_and_evaluate(planned, scorers, images, config)
+        site_calibration = _site_calibration(rows, scorers, images, config)
         if config.shifts:
             _score_shifts(planned, scorers, images, config)
         scorers.clear()  # free the parent's models before the children measure
@@ -1388,6 +1311,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
             for i in images
         ],
         "rows": rows,
+        "site_calibration": site_calibration,
         "errors": [f"{row['id']}: {error}" for row in rows for error in row["errors"]],
     }
     report["wall_s"] = round(time.time() - started, 1)
@@ -1448,6 +1372,15 @@ def _score_and_evaluate(planned, scorers, images, config: BenchConfig) -> None:
         elif spec.kind != "logits" and row["device"] == "cpu":
             where = "labelled external" if config.external else "test"
             row["heatmap_note"] = f"no {where} image with boxes in this run"
+
+
+def _site_calibration(rows, scorers, images, config: BenchConfig) -> dict | None:
+    """``--calibrate K``: before/after site calibration per row (benchmarks/site_calibration)."""
+    if not config.calibrate:
+        return None
+    from benchmarks.site_calibration import bench_site_calibration
+
+    return bench_site_calibration(rows, scorers, images, config)
 
 
 NO_LATENCY = "not measured (--no-latency)"

@@ -8,6 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from edge_app.site_calibration import DEFAULT_MIN_FRACTURED, DEFAULT_MIN_UNFRACTURED
+
 SPEC_HELP = (
     "artifacts to benchmark (default: 'default'): tflite:BUNDLE_DIR, torch:CHECKPOINT_DIR "
     "(plus a CUDA row when CUDA is there), onnx:CHECKPOINT_DIR, arch:NAME@SIZE (random "
@@ -43,6 +45,10 @@ def _bench(args: argparse.Namespace) -> int:
         latency=args.latency,
         shifts=args.shifts,
         tta=args.tta,
+        calibrate=args.calibrate,
+        calibration_folds=args.calibration_folds,
+        min_fractured=args.min_fractured,
+        min_unfractured=args.min_unfractured,
         **({"shift_seed": args.shift_seed} if args.shift_seed is not None else {}),
     )
     report = run_bench(config)
@@ -60,6 +66,11 @@ def _bench(args: argparse.Namespace) -> int:
                 f"{row['name'][:50]:<50} shifts: clean AUROC {table['clean_auroc']}, "
                 f"mean drop {table['mean_drop']} over {len(table['shifts'])} shifts"
             )
+    if report.get("site_calibration"):
+        from benchmarks.site_calibration import summary_line
+
+        for table in report["site_calibration"].values():
+            print(summary_line(table))
     print(f"report: {config.out}/report.md\njson:   {config.out}/report.json")
     print(f"wall time: {report['wall_s']} s")
     status = 0
@@ -163,6 +174,31 @@ def add_bench_parser(verbs: argparse._SubParsersAction) -> None:
         type=int,
         help="base seed of the shifts' parameters (default: benchmarks.shifts."
         "DEFAULT_SHIFT_SEED, 20261130)",
+    )
+    bench.add_argument(
+        "--calibrate",
+        type=int,
+        metavar="K",
+        help="with --external: calibrate each artifact to the site on K labelled films "
+        "(stratified) and score the other films before and after, over --calibration-folds "
+        "draws (docs/calibration.md)",
+    )
+    bench.add_argument(
+        "--calibration-folds", type=int, default=10, help="draws for --calibrate (10)"
+    )
+    bench.add_argument(
+        "--min-fractured",
+        type=int,
+        default=DEFAULT_MIN_FRACTURED,
+        help=f"--calibrate refuses fewer fractured films among the K "
+        f"(default {DEFAULT_MIN_FRACTURED}, as calibrate)",
+    )
+    bench.add_argument(
+        "--min-unfractured",
+        type=int,
+        default=DEFAULT_MIN_UNFRACTURED,
+        help=f"--calibrate refuses fewer unfractured films among the K "
+        f"(default {DEFAULT_MIN_UNFRACTURED}, as calibrate)",
     )
     bench.add_argument("--note", help="free text for the report (e.g. what else was running)")
     bench.add_argument(

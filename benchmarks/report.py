@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.compare import statistic as speedup_statistic
+from benchmarks.site_calibration import markdown_lines as site_calibration_lines
 from edge_app._optional import require
 from train.plotting import new_figure, save_figure
 
@@ -489,6 +490,7 @@ def report_markdown(report: dict) -> str:
     lines += ["## Results", "", *_markdown_table(table_header(report), rows), ""]
     lines += _column_lines(report) + _environment_lines(report) + _threshold_lines(report)
     lines += _shift_lines(report)
+    lines += site_calibration_lines(report.get("site_calibration"))
     lines += _heatmap_lines(report) + _subgroup_lines(report) + _flag_rate_lines(report)
     lines += _stability_lines(report)
     notes = [f"- {r['name']}: {r['file_note']}" for r in report["rows"] if r["file_note"]]

@@ -69,3 +69,11 @@ class UsageError(FractureEdgeError, ValueError):
 
 class InputPathError(UsageError, FileNotFoundError):
     """A file or folder the user named does not exist."""
+
+
+class LabelsFileError(FractureEdgeError, ValueError):
+    """A labels CSV (file, fracture 1/0/empty[, boxes]) is malformed or names missing files."""
+
+
+class SiteCalibrationError(FractureEdgeError, ValueError):
+    """A site's labelled films cannot calibrate a bundle (too few, unusable, or a bad --out)."""

@@ -21,6 +21,7 @@ from benchmarks.cli import (
 )
 from compress.cli import add_parsers as add_compress_parsers
 from edge_app.app_cli import add_app_parser
+from edge_app.calibrate_cli import add_calibrate_parser
 from edge_app.errors import FractureEdgeError, UsageError
 from edge_app.files import check_output
 from edge_app.web_cli import add_web_parser
@@ -609,6 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_throughput_parser(verbs)
     add_preprocess_parity_parser(verbs)
     _add_predict_parser(verbs)
+    add_calibrate_parser(verbs)
     add_app_parser(verbs)
     add_web_parser(verbs)
     _add_doctor_parser(verbs)

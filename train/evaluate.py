@@ -36,6 +36,7 @@ from train.metrics import (
     binary_nll,
     bootstrap_auroc_ci,
     calibration_bins,
+    choose_operating_points,
     cohen_kappa,
     confusion_matrix,
     expected_calibration_error,
@@ -44,8 +45,6 @@ from train.metrics import (
     roc_curve,
     sensitivity_specificity,
     sigmoid,
-    threshold_for_sensitivity,
-    youden_threshold,
 )
 from train.plotting import new_figure, save_figure
 
@@ -186,16 +185,6 @@ def _hard_metrics(labels: np.ndarray, probabilities: np.ndarray, threshold: floa
         "cohen_kappa": _number(cohen_kappa(labels, predictions)),
         "balanced_accuracy": _number(balanced_accuracy(labels, predictions)),
         "confusion_matrix": confusion_matrix(labels, predictions).tolist(),
-    }
-
-
-def choose_operating_points(
-    labels_val: np.ndarray, probabilities_val: np.ndarray, sensitivity_target: float
-) -> dict[str, float]:
-    """Validation thresholds (fracture probabilities) of the ``doubt`` and ``fracture`` points."""
-    return {
-        "doubt": threshold_for_sensitivity(labels_val, probabilities_val, sensitivity_target),
-        "fracture": youden_threshold(labels_val, probabilities_val),
     }
 
 
