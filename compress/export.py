@@ -35,6 +35,7 @@ import numpy as np
 
 from compress.static_padding import fold_pads_into_convs, make_padding_static
 from edge_app._optional import install_hint, require
+from edge_app.card import CAM_OUTPUT, LOGIT_OUTPUT, aux_output_name, write_card
 from edge_app.errors import FractureEdgeError, MissingDependencyError
 from edge_app.files import file_sha256
 from edge_app.preprocess import PreprocessConfig, preprocess
@@ -49,8 +50,6 @@ logger = logging.getLogger(__name__)
 
 OPSET = 17
 INPUT_NAME = "image"
-LOGIT_OUTPUT = "fracture_logit"
-CAM_OUTPUT = "cam"
 
 #: Quantisation mode → the suffix onnx2tf gives that file.
 #: ``int8`` is full-integer quantisation with float32 input/output tensors (the app's choice:
@@ -69,10 +68,6 @@ CALIBRATED_MODES = ("int8", "int8_io")
 
 class ExportError(FractureEdgeError):
     """Export or conversion failed."""
-
-
-def aux_output_name(head: str) -> str:
-    return f"{head}_logits"
 
 
 class DeployableNet(nn.Module):
@@ -387,8 +382,6 @@ def export_bundle(
 
         bundle_card: dict[str, Any] = {
             "name": out.name,
-            "format": "fracture-edge-bundle",
-            "format_version": 1,
             "architecture": card["architecture"],
             "initialisation": card.get("initialisation"),
             "labels": card.get("labels", ["no_fracture", "fracture"]),
@@ -446,10 +439,12 @@ def export_bundle(
                     evaluate_scores,
                 )
             )
+        else:
+            bundle_card.update(_checkpoint_operating_points(card))
         tflite = out / "model.tflite"
         bundle_card["model_sha256"] = file_sha256(tflite)
         bundle_card["model_bytes"] = tflite.stat().st_size
-        (out / "model_card.json").write_text(json.dumps(bundle_card, indent=1) + "\n")
+        bundle_card = write_card(out, bundle_card, "bundle")
         kept = {}
         if keep_work:
             kept = {mode: path for mode, path in files.items()}
@@ -457,6 +452,23 @@ def export_bundle(
     finally:
         if not keep_work:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _checkpoint_operating_points(card: dict) -> dict[str, Any]:
+    """Without evaluation data the bundle takes the temperature and operating points the
+    checkpoint chose on validation with torch (marked as such); a bundle without them would
+    give no verdict, so export refuses."""
+    if "operating_points" not in card or card.get("calibration_temperature") is None:
+        raise ExportError(
+            "this checkpoint's card has no operating points or temperature; export it with "
+            "--cache (and --split/--data) so they are chosen on the exported file's validation "
+            "scores"
+        )
+    return {
+        "calibration_temperature": card["calibration_temperature"],
+        "operating_points": dict(card["operating_points"]),
+        "operating_points_source": "the checkpoint's validation scores (torch), not this file's",
+    }
 
 
 def _score_artifact(

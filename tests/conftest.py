@@ -259,15 +259,11 @@ def build_tiny_bundle(folder: Path, size: int = 64, seed: int = 0) -> Path:
         "architecture": "custom_cnn",
         "labels": ["no_fracture", "fracture"],
         "preprocessing": {"input_size": size, "mean": 0.5, "std": 0.25, "fill": 0.0},
+        "operating_points": {"doubt": 0.3, "fracture": 0.7},
+        "calibration_temperature": 1.0,
+        "metrics": {"val_auroc": 0.5, "test_auroc": 0.5, "test_auroc_ci95": [0.4, 0.6]},
     }
-    result = export_bundle(None, folder, mode="float32", net=model, card=card)
-    card = result.card
-    card.update(
-        operating_points={"doubt": 0.3, "fracture": 0.7},
-        calibration_temperature=1.0,
-        metrics={"val_auroc": 0.5, "test_auroc": 0.5, "test_auroc_ci95": [0.4, 0.6]},
-    )
-    (folder / "model_card.json").write_text(json.dumps(card, indent=1))
+    export_bundle(None, folder, mode="float32", net=model, card=card)
     return folder
 
 

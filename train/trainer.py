@@ -17,7 +17,6 @@ either per image through albumentations or batched on tensors on the training de
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from edge_app._optional import require
+from edge_app.card import write_card
 from edge_app.errors import UsageError
 from edge_app.preprocess import PreprocessConfig
 from train.augment import build_augmentation, policy
@@ -546,9 +546,7 @@ class Trainer:
         best = load_state_file(self.out / "model.safetensors")
         self.model.load_state_dict({k: v.float() for k, v in best.items()})
         report = self.evaluate()
-        card = self.model_card(state, report)
-        (self.out / "model_card.json").write_text(json.dumps(card, indent=1) + "\n")
-        return card
+        return write_card(self.out, self.model_card(state, report), "checkpoint")
 
     def evaluate(self) -> dict[str, Any]:
         """Every cached image's logit (``logits.csv``), then val/test metrics whose operating
@@ -607,7 +605,6 @@ class Trainer:
         rates = state.get("images_per_second") or []
         return {
             "name": self.config.run_name,
-            "format": "fracture-edge-checkpoint",
             "architecture": self.config.backbone,
             "initialisation": init,
             # load_checkpoint shrinks the base architecture to the pruned shapes
