@@ -124,6 +124,7 @@ def _tune(args: argparse.Namespace) -> int:
         calibration_images=args.calibration_images,
         latency_runs=args.latency_runs,
         seed=args.seed,
+        heartbeat_s=args.heartbeat_s,
     )
     for name in ("sizes", "prune_ratios", "modes"):
         if getattr(args, name):
@@ -189,6 +190,13 @@ def add_tune_parser(verbs: argparse._SubParsersAction) -> None:
     tune.add_argument("--trials", type=int, default=10, help="trials for this worker (0: none)")
     tune.add_argument("--study", default="fracture-edge", help="study name")
     tune.add_argument("--storage", help="Optuna storage URL (default: sqlite in --out)")
+    tune.add_argument(
+        "--heartbeat-s",
+        type=int,
+        default=60,
+        help="worker heartbeat (s); a trial whose worker stops beating for three intervals is "
+        "marked FAIL by the next worker (0: off)",
+    )
     tune.add_argument("--out", default="runs/tune")
     tune.add_argument("--sizes", type=int, nargs="+", help="input sizes (default 160…320)")
     tune.add_argument("--prune-ratios", type=float, nargs="+", help="default 0…0.5")

@@ -79,6 +79,7 @@ class TuneSettings:
     latency_runs: int = 40
     threads: int = 2
     seed: int = 0
+    heartbeat_s: int = 60  # a worker that stops beating for 3 intervals has its trial failed
 
     def storage_url(self) -> str:
         if self.storage:
@@ -97,15 +98,40 @@ def _optuna():
     return optuna
 
 
-def open_study(settings: TuneSettings, create: bool = True):
-    """The study (created, or loaded to resume or to join it as another worker)."""
+def _storage(settings: TuneSettings):
+    """An RDB storage with heartbeats: a trial whose worker died (killed, machine lost) stops
+    beating and is marked FAIL by the next worker that starts or asks for a trial, instead of
+    staying RUNNING forever."""
     optuna = _optuna()
-    storage = settings.storage_url()
+    url = settings.storage_url()
+    if settings.heartbeat_s <= 0:
+        return url
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=settings.heartbeat_s,
+            grace_period=3 * settings.heartbeat_s,
+        )
+    except ImportError as error:  # the URL's database driver (e.g. psycopg2) is missing
+        raise TuneError(f"{error}; install the driver the --storage URL names") from error
+
+
+def open_study(settings: TuneSettings, create: bool = True):
+    """The study (created, or loaded to resume or to join it as another worker); trials left
+    RUNNING by dead workers are marked FAIL first."""
+    optuna = _optuna()
+    study = _open_study(optuna, settings, create)
+    optuna.storages.fail_stale_trials(study)
+    return study
+
+
+def _open_study(optuna, settings: TuneSettings, create: bool):
+    storage = _storage(settings)
     if not create:
         try:
             return optuna.load_study(study_name=settings.study, storage=storage)
         except KeyError as error:
-            raise TuneError(f"no study '{settings.study}' in {storage}") from error
+            raise TuneError(f"no study '{settings.study}' in {settings.storage_url()}") from error
     # Workers started together race to create the tables of a new storage ("table studies
     # already exists" from SQLite); the loser retries and then joins the study.
     for attempt in range(5):
