@@ -236,41 +236,39 @@ def fracatlas_root() -> Path:
     return FRACATLAS_ROOT
 
 
-def build_tiny_bundle(folder: Path, size: int = 64, seed: int = 0) -> Path:
-    """A real bundle from an untrained custom_cnn: torch → ONNX → onnx2tf → model.tflite.
+TINY_BUNDLE = Path(__file__).resolve().parent / "data" / "tiny-bundle"
 
-    Generated, not committed: it exercises the same export path as the shipped models. The
-    operating points are set so both thresholds fall inside the model's probability range.
-    """
+
+def _tiny_bundle_script():
     import importlib.util
 
-    if importlib.util.find_spec("onnx2tf") is None:
-        pytest.skip("building a TFLite bundle needs the compress extra (onnx2tf)")
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("ai_edge_litert")
-    from compress.export import export_bundle
-    from train.models import create_model
+    path = TINY_BUNDLE.parent / "make_tiny_bundle.py"
+    spec = importlib.util.spec_from_file_location("make_tiny_bundle", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        model = create_model("custom_cnn").eval()
-    card = {
-        "name": "tiny-test-bundle",
-        "architecture": "custom_cnn",
-        "labels": ["no_fracture", "fracture"],
-        "preprocessing": {"input_size": size, "mean": 0.5, "std": 0.25, "fill": 0.0},
-        "operating_points": {"doubt": 0.3, "fracture": 0.7},
-        "calibration_temperature": 1.0,
-        "metrics": {"val_auroc": 0.5, "test_auroc": 0.5, "test_auroc_ci95": [0.4, 0.6]},
-    }
-    export_bundle(None, folder, mode="float32", net=model, card=card)
-    return folder
+
+@pytest.fixture(scope="session")
+def tiny_bundle_model():
+    """The committed tiny bundle's torch model, rebuilt exactly (needs torch)."""
+    pytest.importorskip("torch")
+    return _tiny_bundle_script().tiny_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle_script():
+    """The script that made tests/data/tiny-bundle (its make() regenerates it)."""
+    return _tiny_bundle_script()
 
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory) -> Path:
-    """A read-only tiny bundle shared by the runtime, CLI, app and web tests (copy to modify)."""
-    return build_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
+    """The committed tiny bundle (tests/data/make_tiny_bundle.py), copied once per session:
+    runtime, predict, app and web tests need no torch or TensorFlow to use it (copy to modify)."""
+    import shutil
+
+    return Path(shutil.copytree(TINY_BUNDLE, tmp_path_factory.mktemp("bundle") / "tiny"))
 
 
 def pytest_addoption(parser):

@@ -47,7 +47,6 @@ from benchmarks.report import FIGURES, table_header  # noqa: E402
 from edge_app.latency import peak_rss_mb  # noqa: E402
 from train.checkpoints import write_checkpoint  # noqa: E402
 from train.metrics import apply_temperature, auroc  # noqa: E402
-from train.models import create_model  # noqa: E402
 
 BOX = (0.5, 0.5, 0.5, 0.5)  # YOLO (cx, cy, w, h): the middle quarter
 FAST = {"repeats": 2, "runs": 3, "warmup": 1, "resamples": 50, "cuda": False}
@@ -94,15 +93,13 @@ def atlas(tmp_path_factory, fracatlas_tree, atlas_image, make_radiograph) -> tup
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """The tiny bundle's weights (custom_cnn, seed 0) as a torch checkpoint."""
-    with torch.random.fork_rng():
-        torch.manual_seed(0)  # build_tiny_bundle's seed
-        model = create_model("custom_cnn").eval()
+def checkpoint(tmp_path_factory, tiny_bundle_model) -> Path:
+    """The tiny bundle's weights as a torch checkpoint."""
+    model = tiny_bundle_model
     card = {
         "name": "tiny-checkpoint",
         "format": "fracture-edge-checkpoint",
-        "architecture": "custom_cnn",
+        "architecture": "tiny_cnn",
         "preprocessing": {"input_size": 64, "mean": 0.5, "std": 0.25, "fill": 0.0},
         "operating_points": {"doubt": 0.3, "fracture": 0.7},
     }

@@ -35,14 +35,12 @@ def _edit_card(folder: Path, **changes) -> None:
     (folder / "model_card.json").write_text(json.dumps(card))
 
 
-def test_probability_matches_the_torch_model(tiny_bundle, make_radiograph):
+def test_probability_matches_the_torch_model(tiny_bundle, tiny_bundle_model, make_radiograph):
     """The runtime path (shared preprocessing → LiteRT → temperature → sigmoid) equals torch."""
     torch = pytest.importorskip("torch")
     from edge_app.preprocess import PreprocessConfig, preprocess
-    from train.models import create_model
 
-    torch.manual_seed(0)  # build_tiny_bundle's seed
-    model = create_model("custom_cnn").eval()
+    model = tiny_bundle_model
     detector = FractureDetector(tiny_bundle)
     pixels = make_radiograph(90, 70, 1, 2).astype(np.float32) / 255
     prediction = detector.predict_pixels(pixels)

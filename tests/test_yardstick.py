@@ -135,20 +135,16 @@ def atlas(tmp_path_factory, fracatlas_tree, atlas_image, make_radiograph):
 
 
 @pytest.fixture(scope="module")
-def shift_run(tmp_path_factory, atlas, tiny_bundle) -> tuple[dict, Path]:
-    import torch
+def shift_run(tmp_path_factory, atlas, tiny_bundle, tiny_bundle_model) -> tuple[dict, Path]:
 
     from benchmarks.bench import BenchConfig, run_bench
     from train.checkpoints import write_checkpoint
-    from train.models import create_model
 
-    with torch.random.fork_rng():
-        torch.manual_seed(0)  # build_tiny_bundle's seed: the bundle's own weights
-        model = create_model("custom_cnn").eval()
+    model = tiny_bundle_model  # the bundle's own weights
     card = {
         "name": "tiny-checkpoint",
         "format": "fracture-edge-checkpoint",
-        "architecture": "custom_cnn",
+        "architecture": "tiny_cnn",
         "preprocessing": {"input_size": 64, "mean": 0.5, "std": 0.25, "fill": 0.0},
         "operating_points": {"doubt": 0.3, "fracture": 0.7},
     }

@@ -207,8 +207,9 @@ def create_model(
     """The one factory. ``pretrained``: None, "imagenet" (timm, online) or "offline"."""
     if name not in BACKBONES:
         raise UsageError(f"Unknown backbone {name!r}; valid names: {', '.join(BACKBONES)}")
-    if name == "custom_cnn":
-        backbone, channels = CustomCNN(in_chans), CustomCNN(in_chans).num_features
+    if name in ("custom_cnn", "tiny_cnn"):
+        backbone = CustomCNN(in_chans, width=32 if name == "custom_cnn" else 4)
+        channels = backbone.num_features
     else:
         backbone, channels = _timm_backbone(name, in_chans, drop_rate)
     if pretrained == "imagenet":

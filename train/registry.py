@@ -7,6 +7,7 @@ from edge_app.preprocess import PreprocessConfig
 
 BACKBONES = (
     "custom_cnn",
+    "tiny_cnn",  # four conv blocks of 4–32 channels: the committed test bundle (a few KB)
     "vgg16_bn",
     "resnet18",
     "resnet50",
