@@ -20,7 +20,8 @@ SPEC_HELP = (
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from benchmarks.bench import DEFAULT_DATA, DEFAULT_SPLIT, BenchConfig, run_bench
+    from benchmarks.bench import BenchConfig, run_bench
+    from benchmarks.images import DEFAULT_DATA, DEFAULT_SPLIT
 
     config = BenchConfig(
         models=args.models,

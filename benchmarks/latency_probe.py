@@ -26,7 +26,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from benchmarks.bench import REPO_ROOT, child_environment, torch_callables
+from benchmarks.latency_children import child_environment, torch_callables
+from benchmarks.specs import REPO_ROOT
 from edge_app.latency import measure_latency
 
 

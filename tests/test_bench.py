@@ -25,25 +25,15 @@ pytest.importorskip("pytorch_grad_cam")
 if importlib.util.find_spec("onnx2tf") is None:  # the tiny bundle is built with it
     pytest.skip("onnx2tf is not installed (the compress extra)", allow_module_level=True)
 
-from benchmarks.bench import (  # noqa: E402
-    ROW_KEYS,
-    BenchConfig,
-    BenchError,
-    BenchImage,
-    LabelsFileError,
-    child_environment,
-    latency_job,
-    parse_boxes,
-    parse_spec,
-    plan_rows,
-    read_external_labels,
-    resolve_specs,
-    run_bench,
-    stratified_subset,
-)
+from benchmarks.bench import ROW_KEYS, BenchConfig, latency_job, plan_rows, run_bench  # noqa: E402
 from benchmarks.cli import add_bench_parser  # noqa: E402
 from benchmarks.compare import compare_reports, format_comparison, main  # noqa: E402
+from benchmarks.images import BenchImage, read_external_labels, stratified_subset  # noqa: E402
+from benchmarks.latency_children import child_environment  # noqa: E402
 from benchmarks.report import FIGURES, table_header  # noqa: E402
+from benchmarks.specs import BenchError, parse_spec, resolve_specs  # noqa: E402
+from edge_app.errors import LabelsFileError  # noqa: E402
+from edge_app.labelled_folder import parse_boxes  # noqa: E402
 from edge_app.latency import peak_rss_mb  # noqa: E402
 from train.checkpoints import write_checkpoint  # noqa: E402
 from train.metrics import apply_temperature, auroc  # noqa: E402
@@ -609,14 +599,14 @@ def test_latency_probes_report_bursts_and_processes(tiny_bundle, capsys):
 
 
 def test_outline_scores_count_a_peak_inside_the_polygon_and_the_region_overlap():
-    from benchmarks.bench import _Heatmaps, _score_outlines
+    from benchmarks.scoring import Heatmaps, score_outlines
 
     heatmap = np.zeros((10, 10), np.float32)
     heatmap[2:4, 2:4] = 1.0  # top region: 4 pixels at rows/columns 2-3
     square = ((0.2, 0.2), (0.6, 0.2), (0.6, 0.6), (0.2, 0.6))  # covers pixels 2..6
     elsewhere = ((0.7, 0.7), (0.9, 0.7), (0.9, 0.9), (0.7, 0.9))
-    record = _Heatmaps("cam")
-    _score_outlines(record, [heatmap, heatmap, heatmap], [(square,), (elsewhere,), ()])
+    record = Heatmaps("cam")
+    score_outlines(record, [heatmap, heatmap, heatmap], [(square,), (elsewhere,), ()])
     assert record.outline_pointing == [True, False]  # the film without an outline is skipped
     assert record.outline_iou[1] == 0.0
     assert 0 < record.outline_iou[0] < 1
