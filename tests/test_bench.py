@@ -30,7 +30,8 @@ from benchmarks.cli import add_bench_parser  # noqa: E402
 from benchmarks.compare import compare_reports, format_comparison, main  # noqa: E402
 from benchmarks.images import BenchImage, read_external_labels, stratified_subset  # noqa: E402
 from benchmarks.latency_children import child_environment  # noqa: E402
-from benchmarks.report import FIGURES, table_header  # noqa: E402
+from benchmarks.plots import FIGURES  # noqa: E402
+from benchmarks.report import table_header  # noqa: E402
 from benchmarks.specs import BenchError, parse_spec, resolve_specs  # noqa: E402
 from edge_app.errors import LabelsFileError  # noqa: E402
 from edge_app.labelled_folder import parse_boxes  # noqa: E402
