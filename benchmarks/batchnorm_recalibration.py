@@ -4,21 +4,29 @@ For each (input size, pruning ratio): the student's torch AUROC on a fixed strat
 validation images, as pruned/resized, and again after :func:`compress.prune.recalibrate_batchnorm`
 on un-augmented training images. Same images, same run::
 
-    python -m benchmarks.batchnorm_recalibration \\
+    fracture-edge measure batchnorm \\
         --checkpoint models/checkpoints/gpu-2026-11-27/student_tf_efficientnet_lite0_imagenet \\
         --cache cache/fracatlas-256 --configs 224:0 160:0 192:0.1 192:0.2 --json runs/bn.json
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
+from collections.abc import Callable
 
 import numpy as np
 
 
-def run(checkpoint, cache, configs, val_images, train_images, seed=0) -> list[dict]:
+def measure(
+    checkpoint,
+    cache,
+    configs,
+    val_images,
+    train_images,
+    seed=0,
+    on_result: Callable[[dict], object] | None = None,
+) -> list[dict]:
+    """One result per ``(input size, pruning ratio)`` of ``configs``; ``on_result`` sees each
+    as soon as it is measured (a configuration takes minutes)."""
     from compress.export import (
         LOGIT_OUTPUT,
         cache_rows,
@@ -57,25 +65,6 @@ def run(checkpoint, cache, configs, val_images, train_images, seed=0) -> list[di
                 "recalibration_images": len(sample),
             }
         )
-        print(json.dumps(results[-1]), flush=True)
+        if on_result is not None:
+            on_result(results[-1])
     return results
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--cache", required=True)
-    parser.add_argument("--configs", nargs="+", default=["224:0", "160:0", "192:0.1", "192:0.2"])
-    parser.add_argument("--val-images", type=int, default=240)
-    parser.add_argument("--train-images", type=int, default=256)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    configs = [(int(c.split(":")[0]), float(c.split(":")[1])) for c in args.configs]
-    results = run(args.checkpoint, args.cache, configs, args.val_images, args.train_images)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1) + "\n")
-
-
-if __name__ == "__main__":
-    main()

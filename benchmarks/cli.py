@@ -1,13 +1,16 @@
-"""The ``bench`` verb of ``fracture-edge``. Kept apart from :mod:`fracture_edge.cli` so that
-``fracture-edge --help`` imports neither torch nor LiteRT: the handler imports the harness when
-it runs."""
+"""The benchmark verbs of ``fracture-edge``: ``bench``, ``bench-compare`` and ``measure WHAT``
+(the one-off measurements behind the docs). Kept apart from :mod:`fracture_edge.cli` so that
+``fracture-edge --help`` imports neither torch nor LiteRT: each handler imports its harness when
+it runs. Errors are not caught here: :func:`fracture_edge.cli.main` maps them."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+from edge_app.errors import InputPathError, UsageError
 from edge_app.site_calibration import DEFAULT_MIN_FRACTURED, DEFAULT_MIN_UNFRACTURED
 
 SPEC_HELP = (
@@ -20,7 +23,8 @@ SPEC_HELP = (
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from benchmarks.bench import DEFAULT_DATA, DEFAULT_SPLIT, BenchConfig, run_bench
+    from benchmarks.bench import BenchConfig, run_bench
+    from benchmarks.images import DEFAULT_DATA, DEFAULT_SPLIT
 
     config = BenchConfig(
         models=args.models,
@@ -78,18 +82,10 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"fracture-edge bench: error: {error}")
         status = 1
     if args.compare:
-        from benchmarks.compare import (
-            ReportFileError,
-            compare_reports,
-            format_comparison,
-            load_report,
-        )
+        from benchmarks.compare import compare_reports, format_comparison, load_report
 
-        try:
-            entries = compare_reports(load_report(args.compare), report, args.tolerance)
-        except ReportFileError as error:
-            print(f"fracture-edge bench: error: --compare: {error}", file=sys.stderr)
-            return 2
+        # an unusable --compare report raises ReportFileError: exit 2 (the report is written)
+        entries = compare_reports(load_report(args.compare), report, args.tolerance)
         print(format_comparison(entries, args.tolerance))
         status = max(status, int(any(entry["flagged"] for entry in entries)))
     return status
@@ -212,9 +208,44 @@ def add_bench_parser(verbs: argparse._SubParsersAction) -> None:
     bench.set_defaults(handler=_bench)
 
 
-def _train_throughput(args: argparse.Namespace) -> int:
-    import json as json_module
+# --------------------------------------------------------------------------- bench-compare
 
+
+def _bench_compare(args: argparse.Namespace) -> int:
+    from benchmarks.compare import compare_reports, format_comparison, load_report, statistic
+
+    old, new = load_report(args.old), load_report(args.new)
+    entries = compare_reports(old, new, args.tolerance, args.p50)
+    print(f"speed-ups: {statistic(new, args.p50)}")
+    print(format_comparison(entries, args.tolerance))
+    return 1 if any(entry["flagged"] for entry in entries) else 0
+
+
+def add_bench_compare_parser(verbs: argparse._SubParsersAction) -> None:
+    """Add ``fracture-edge bench-compare`` to the top-level subparsers."""
+    from benchmarks.compare import TOLERANCE  # the standard library only: --help stays light
+
+    parser = verbs.add_parser(
+        "bench-compare",
+        help="is a benchmark stable? compare the speed-ups of two bench reports",
+        description="Print new speed-up / old speed-up per artifact and thread count of two "
+        "report.json files of fracture-edge bench, and flag every ratio beyond ±5 % "
+        "(--tolerance). Exit 0 when nothing is flagged, 1 when something is, 2 when a report "
+        "is unusable.",
+    )
+    parser.add_argument("old", help="the earlier report.json")
+    parser.add_argument("new", help="the later report.json")
+    parser.add_argument("--tolerance", type=float, default=TOLERANCE, help="default 0.05")
+    parser.add_argument(
+        "--p50", action="store_true", help="compare the median-of-p50 speed-ups instead"
+    )
+    parser.set_defaults(handler=_bench_compare)
+
+
+# --------------------------------------------------------------------------- measure
+
+
+def _train_throughput(args: argparse.Namespace) -> int:
     from benchmarks.train_throughput import markdown, measure
     from train.config import TrainConfig
 
@@ -230,6 +261,11 @@ def _train_throughput(args: argparse.Namespace) -> int:
         tensorboard=False,
         threads=args.threads,
     )
+    if args.caches and len(args.caches) != len(args.sizes):
+        raise UsageError(
+            f"--caches takes one cache per --sizes entry: {len(args.sizes)} sizes, "
+            f"{len(args.caches)} caches"
+        )
     caches = dict(zip(args.sizes, args.caches or [args.cache] * len(args.sizes), strict=True))
     results = {"sizes": {}}
     for size, cache in caches.items():
@@ -240,15 +276,15 @@ def _train_throughput(args: argparse.Namespace) -> int:
     results["command"] = " ".join(["fracture-edge", *sys.argv[1:]])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "train_throughput.json").write_text(json_module.dumps(results, indent=1) + "\n")
+    (out / "train_throughput.json").write_text(json.dumps(results, indent=1) + "\n")
     table = markdown(results, args.backbone)
     (out / "train_throughput.md").write_text(table + "\n")
     print(table)
     return 0
 
 
-def add_train_throughput_parser(verbs: argparse._SubParsersAction) -> None:
-    parser = verbs.add_parser(
+def _add_train_throughput_parser(whats: argparse._SubParsersAction) -> None:
+    parser = whats.add_parser(
         "train-throughput",
         help="training images/s of the real input pipeline against synthetic tensors",
         description="Interleaved rounds of training steps, in one process: synthetic tensors "
@@ -277,21 +313,22 @@ def add_train_throughput_parser(verbs: argparse._SubParsersAction) -> None:
 
 
 def _preprocess_parity(args: argparse.Namespace) -> int:
-    import json as json_module
-
     from benchmarks.preprocess_parity import compare
     from edge_app.preprocess import PreprocessConfig
+
+    if not Path(args.split).is_file():
+        raise InputPathError(f"split file {args.split} does not exist")
 
     config = PreprocessConfig(args.input_size, args.mean, args.std, args.fill)
     result = compare(
         args.data, args.split, args.cache, config, args.on, args.limit, args.checkpoint
     )
-    print(json_module.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
     return 0
 
 
-def add_preprocess_parity_parser(verbs: argparse._SubParsersAction) -> None:
-    parser = verbs.add_parser(
+def _add_preprocess_parity_parser(whats: argparse._SubParsersAction) -> None:
+    parser = whats.add_parser(
         "preprocess-parity",
         help="how far training inputs read from a cache are from the app's inputs",
         description="For every film of a split: the app's preprocessing of the original file "
@@ -309,3 +346,142 @@ def add_preprocess_parity_parser(verbs: argparse._SubParsersAction) -> None:
     parser.add_argument("--limit", type=int)
     parser.add_argument("--checkpoint", help="a checkpoint to measure the logit change with")
     parser.set_defaults(handler=_preprocess_parity)
+
+
+def _batchnorm(args: argparse.Namespace) -> int:
+    from benchmarks.batchnorm_recalibration import measure
+
+    results = measure(
+        args.checkpoint,
+        args.cache,
+        args.configs,
+        args.val_images,
+        args.train_images,
+        on_result=lambda result: print(json.dumps(result), flush=True),
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+def _size_and_ratio(text: str) -> tuple[int, float]:
+    """``SIZE:RATIO`` of ``measure batchnorm --configs``, e.g. ``192:0.1``."""
+    size, separator, ratio = text.partition(":")
+    try:
+        parsed = int(size), float(ratio)
+    except ValueError:
+        parsed = None
+    if not separator or parsed is None or parsed[0] < 16 or not 0 <= parsed[1] < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not SIZE:RATIO (an input size ≥ 16 and a pruning ratio in [0, 1), "
+            "e.g. 192:0.1)"
+        )
+    return parsed
+
+
+def _add_batchnorm_parser(whats: argparse._SubParsersAction) -> None:
+    parser = whats.add_parser(
+        "batchnorm",
+        help="validation AUROC before and after BatchNorm re-estimation (pruning, new size)",
+        description="For each SIZE:RATIO, the checkpoint's torch AUROC on a fixed stratified "
+        "sample of validation images as pruned/resized, and again after re-estimating "
+        "BatchNorm statistics on un-augmented training images (docs/compress.md). One JSON "
+        "line per configuration.",
+    )
+    parser.add_argument("--checkpoint", required=True, help="checkpoint folder")
+    parser.add_argument("--cache", required=True, help="image cache (val and train rows)")
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        type=_size_and_ratio,
+        default=[(224, 0.0), (160, 0.0), (192, 0.1), (192, 0.2)],
+        metavar="SIZE:RATIO",
+        help="input size and pruning ratio pairs (default: 224:0 160:0 192:0.1 192:0.2)",
+    )
+    parser.add_argument("--val-images", type=int, default=240, help="validation sample (240)")
+    parser.add_argument("--train-images", type=int, default=256, help="re-estimation images (256)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.set_defaults(handler=_batchnorm)
+
+
+def _input_pipeline(args: argparse.Namespace) -> int:
+    from benchmarks.input_pipeline import measure
+
+    text = json.dumps(measure(args.data, args.cache, args.images, args.repeats), indent=1)
+    print(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text)
+    return 0
+
+
+def _add_input_pipeline_parser(whats: argparse._SubParsersAction) -> None:
+    parser = whats.add_parser(
+        "input-pipeline",
+        help="images/s of the cache and the originals through augmentation (one process)",
+        description="Time the same training images two ways to a normalised, augmented 224² "
+        "input: from the pre-letterboxed cache and from the original files through the shared "
+        "loader and letterbox; median images/s over repeats and the cache/originals ratio "
+        "(docs/data.md).",
+    )
+    parser.add_argument("--data", type=Path, required=True, help="root of the original images")
+    parser.add_argument("--cache", type=Path, required=True, help="image cache built from it")
+    parser.add_argument("--images", type=int, default=300, help="training images to time (300)")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats (median; 3)")
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    parser.set_defaults(handler=_input_pipeline)
+
+
+def _latency_probe(args: argparse.Namespace) -> int:
+    from benchmarks.latency_probe import bursts, processes
+
+    if args.probe == "bursts":
+        result = bursts(args.bundle, args.arch, args.size, args.bursts, args.calls)
+    else:
+        result = processes(args.arch, args.size, args.processes)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+def _add_latency_probe_parser(whats: argparse._SubParsersAction) -> None:
+    from train.registry import BACKBONES  # a list of names: --help stays light
+
+    parser = whats.add_parser(
+        "latency-probe",
+        help="is this machine quiet enough for latency ratios? (bursts, processes)",
+        description="Two probes behind docs/benchmarks.md. bursts: one process alternates "
+        "bursts of a TFLite bundle with single calls of a torch architecture and prints each "
+        "burst's median. processes: fresh interpreters each time one torch architecture, with "
+        "and without malloc on huge pages. Prints JSON; writes nothing.",
+    )
+    probes = parser.add_subparsers(dest="probe", required=True, metavar="PROBE")
+    one = probes.add_parser("bursts", help="bundle bursts alternating with reference calls")
+    one.add_argument("--bundle", default="models/fracture-lite0-int8", help="bundle folder")
+    one.add_argument("--arch", default="vgg16_bn", choices=BACKBONES, help="the reference")
+    one.add_argument("--size", type=int, default=224, help="the reference's input size")
+    one.add_argument("--bursts", type=int, default=30)
+    one.add_argument("--calls", type=int, default=30, help="bundle calls per burst")
+    two = probes.add_parser("processes", help="fresh processes, with and without huge pages")
+    two.add_argument("--arch", default="custom_cnn", choices=BACKBONES)
+    two.add_argument("--size", type=int, default=224)
+    two.add_argument("--processes", type=int, default=8, help="processes per setting")
+    for probe in (one, two):
+        probe.set_defaults(handler=_latency_probe)
+
+
+def add_measure_parser(verbs: argparse._SubParsersAction) -> None:
+    """Add ``fracture-edge measure WHAT`` to the top-level subparsers."""
+    measure = verbs.add_parser(
+        "measure",
+        help="one-off measurements behind the docs: batchnorm, input-pipeline, latency-probe, "
+        "train-throughput, preprocess-parity",
+        description="The measurements the docs quote, each a sub-verb; fracture-edge bench is "
+        "the benchmark itself.",
+    )
+    whats = measure.add_subparsers(dest="measure_verb", required=True, metavar="WHAT")
+    _add_batchnorm_parser(whats)
+    _add_input_pipeline_parser(whats)
+    _add_latency_probe_parser(whats)
+    _add_train_throughput_parser(whats)
+    _add_preprocess_parity_parser(whats)

@@ -6,7 +6,7 @@ speed-up should therefore stay put: this prints ``new speed-up / old speed-up`` 
 thread count and flags every ratio beyond ±5 % (``--tolerance``). ``--p50`` compares the
 secondary speed-ups instead (median of per-round p50 ratios), which move with the host's load.
 
-    python -m benchmarks.compare OLD/report.json NEW/report.json [--p50]
+    fracture-edge bench-compare OLD/report.json NEW/report.json [--p50]
     fracture-edge bench ... --compare OLD/report.json      # after a run, against this run
 
 Exit status: 0 when nothing is flagged, 1 when something is, 2 when a report is unusable.
@@ -14,14 +14,12 @@ Exit status: 0 when nothing is flagged, 1 when something is, 2 when a report is 
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_app.errors import FractureEdgeError
+from edge_app.errors import FractureEdgeError, UsageError
 
 TOLERANCE = 0.05
 
@@ -65,7 +63,7 @@ def compare_reports(
     ratio (new / old) and whether it lies beyond ``tolerance``; an artifact in only one report
     has ratio None and is not flagged. ``p50`` compares ``speedup_p50`` instead."""
     if tolerance <= 0:
-        raise ValueError(f"tolerance must be positive, got {tolerance}")
+        raise UsageError(f"--tolerance must be positive, got {tolerance}")
     old_reference = old["speedup_reference"]["id"]
     new_reference = new["speedup_reference"]["id"]
     if old_reference != new_reference:
@@ -118,27 +116,3 @@ def format_comparison(entries: Sequence[dict], tolerance: float = TOLERANCE) -> 
     flagged = sum(entry["flagged"] for entry in entries)
     lines.append(f"{flagged} of {len(entries)} speed-ups moved by more than ±{tolerance:.0%}")
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("old", help="the earlier report.json")
-    parser.add_argument("new", help="the later report.json")
-    parser.add_argument("--tolerance", type=float, default=TOLERANCE, help="default 0.05")
-    parser.add_argument(
-        "--p50", action="store_true", help="compare the median-of-p50 speed-ups instead"
-    )
-    args = parser.parse_args(argv)
-    try:
-        old, new = load_report(args.old), load_report(args.new)
-        entries = compare_reports(old, new, args.tolerance, args.p50)
-    except (FractureEdgeError, ValueError) as error:
-        print(f"compare: error: {error}", file=sys.stderr)
-        return 2
-    print(f"speed-ups: {statistic(new, args.p50)}")
-    print(format_comparison(entries, args.tolerance))
-    return 1 if any(entry["flagged"] for entry in entries) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,7 +8,7 @@ Two sources, each ending in the same augmented, normalised 224² model input:
 
 Usage::
 
-    python -m benchmarks.input_pipeline --data ../shared/data/fracatlas \\
+    fracture-edge measure input-pipeline --data ../shared/data/fracatlas \\
         --cache cache/fracatlas-256 --images 300 --repeats 3 --json runs/input_pipeline.json
 
 Reports the median over repeats and the cache/originals ratio from the same run.
@@ -16,13 +16,12 @@ Reports the median over repeats and the cache/originals ratio from the same run.
 
 from __future__ import annotations
 
-import argparse
-import json
 import platform
 import statistics
 import time
 from pathlib import Path
 
+from edge_app.errors import InputPathError, UsageError
 from edge_app.preprocess import PreprocessConfig, letterbox, normalize, resize
 from edge_app.radiograph import load_radiograph
 from train.augment import AugmentConfig, augment, build_augmentation
@@ -51,9 +50,20 @@ def _images_per_second(run, count: int, repeats: int) -> list[float]:
 
 
 def measure(data: Path, cache_dir: Path, images: int, repeats: int) -> dict:
+    data, cache_dir = Path(data), Path(cache_dir)
+    if images < 1 or repeats < 1:
+        raise UsageError(f"--images and --repeats must be at least 1, got {images} and {repeats}")
+    if not data.is_dir():
+        raise InputPathError(f"--data {data} is not a folder; give the original images' root")
     rows = [row for row in read_cache_index(cache_dir) if row["split"] == "train"][:images]
     files = [row["file"] for row in rows]
     paths = {p.name: p for p in data.rglob("*") if p.suffix.lower() in {".jpg", ".png"}}
+    missing = [f for f in files if f not in paths]
+    if missing:
+        raise UsageError(
+            f"{len(missing)} cached training images have no original under {data}, e.g. "
+            f"{', '.join(missing[:5])}; give the root the cache was built from"
+        )
     originals = [paths[f] for f in files]
     config = PreprocessConfig(input_size=224)
     pipeline = build_augmentation(AugmentConfig(), seed=0)
@@ -86,23 +96,3 @@ def measure(data: Path, cache_dir: Path, images: int, repeats: int) -> dict:
         },
         "processes": 1,
     }
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--cache", type=Path, required=True)
-    parser.add_argument("--images", type=int, default=300)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    result = measure(args.data, args.cache, args.images, args.repeats)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text)
-
-
-if __name__ == "__main__":
-    main()

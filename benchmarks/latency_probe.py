@@ -8,29 +8,29 @@
    thread (four bursts), with and without ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, and print
    each process's fastest call and median: torch's speed can be a per-process draw.
 
-    python -m benchmarks.latency_probe bursts --bundle models/fracture-lite0-int8
-    python -m benchmarks.latency_probe processes --arch custom_cnn --processes 8
+    fracture-edge measure latency-probe bursts --bundle models/fracture-lite0-int8
+    fracture-edge measure latency-probe processes --arch custom_cnn --processes 8
 
-Prints a table and writes nothing. Timings only mean something on an otherwise idle machine.
+Prints the result as JSON and writes nothing. Timings only mean something on an otherwise idle
+machine.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
 
 import numpy as np
 
-from benchmarks.bench import REPO_ROOT, child_environment, torch_callables
+from benchmarks.latency_children import child_environment, torch_callables
+from benchmarks.specs import REPO_ROOT, BenchError
 from edge_app.latency import measure_latency
 
 
-def _torch_call(arch: str, size: int, threads: int = 1):
+def torch_call(arch: str, size: int, threads: int = 1):
     """The benchmark's own ``arch:`` call (seeded weights, fixed input), at ``threads``."""
     job = {"kind": "arch", "target": arch, "input_size": size, "device": "cpu"}
     make_call, _ = torch_callables(job, np.random.default_rng(0))
@@ -43,7 +43,7 @@ def bursts(bundle: str, arch: str, size: int, count: int, calls: int) -> dict:
 
     model = FractureDetector(bundle, num_threads=1).model
     image = np.random.default_rng(0).normal(size=model.input_shape).astype(np.float32)
-    reference = _torch_call(arch, size)
+    reference = torch_call(arch, size)
     for _ in range(3):
         model(image)
         reference()
@@ -63,9 +63,9 @@ def bursts(bundle: str, arch: str, size: int, count: int, calls: int) -> dict:
 
 def _one_process(arch: str, size: int, hugepages: bool) -> dict:
     code = (
-        "import json,sys;from benchmarks.latency_probe import _torch_call;"
+        "import json,sys;from benchmarks.latency_probe import torch_call;"
         "from edge_app.latency import measure_latency;"
-        f"c=_torch_call({arch!r},{size});"
+        f"c=torch_call({arch!r},{size});"
         "r=[measure_latency(c,runs=25,warmup=5) for _ in range(4)];"
         "print(json.dumps([[x.min_ms,x.p50_ms] for x in r]))"
     )
@@ -75,7 +75,8 @@ def _one_process(arch: str, size: int, hugepages: bool) -> dict:
         [sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True
     )
     if finished.returncode != 0:
-        raise RuntimeError(finished.stderr.strip().splitlines()[-1])
+        tail = "\n".join((finished.stdout + finished.stderr).strip().splitlines()[-8:])
+        raise BenchError(f"the probe process for {arch}@{size} failed:\n{tail}")
     values = json.loads(finished.stdout.strip().splitlines()[-1])
     return {
         "fastest_ms": round(min(v[0] for v in values), 1),
@@ -88,29 +89,3 @@ def processes(arch: str, size: int, count: int) -> dict:
         setting: [_one_process(arch, size, setting == "hugepages") for _ in range(count)]
         for setting in ("default malloc", "hugepages")
     }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    verbs = parser.add_subparsers(dest="probe", required=True)
-    one = verbs.add_parser("bursts", help="bundle bursts alternating with reference calls")
-    one.add_argument("--bundle", default="models/fracture-lite0-int8")
-    one.add_argument("--arch", default="vgg16_bn")
-    one.add_argument("--size", type=int, default=224)
-    one.add_argument("--bursts", type=int, default=30)
-    one.add_argument("--calls", type=int, default=30)
-    two = verbs.add_parser("processes", help="fresh processes, with and without huge pages")
-    two.add_argument("--arch", default="custom_cnn")
-    two.add_argument("--size", type=int, default=224)
-    two.add_argument("--processes", type=int, default=8)
-    args = parser.parse_args(argv)
-    if args.probe == "bursts":
-        result = bursts(args.bundle, args.arch, args.size, args.bursts, args.calls)
-    else:
-        result = processes(args.arch, args.size, args.processes)
-    print(json.dumps(result, indent=1))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

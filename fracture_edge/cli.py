@@ -14,11 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.cli import (
-    add_bench_parser,
-    add_preprocess_parity_parser,
-    add_train_throughput_parser,
-)
+from benchmarks.cli import add_bench_compare_parser, add_bench_parser, add_measure_parser
 from compress.cli import add_parsers as add_compress_parsers
 from edge_app.app_cli import add_app_parser
 from edge_app.calibrate_cli import add_calibrate_parser
@@ -136,10 +132,18 @@ def _data_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_labels(args: argparse.Namespace) -> int:
+    from benchmarks.split_labels import write_labels
+
+    counts = write_labels(args.split_csv, args.split, args.out, args.overwrite)
+    print(f"{args.out}: {counts['films']} films, {counts['fractured']} fractured")
+    return 0
+
+
 def _add_data_parser(verbs: argparse._SubParsersAction) -> None:
     from train.held_out import HOLD_OUTS  # numpy and Pillow only: --help stays light
 
-    data = verbs.add_parser("data", help="audit, split and cache a data set")
+    data = verbs.add_parser("data", help="audit, split and cache a data set; labels from a split")
     data_verbs = data.add_subparsers(dest="data_verb", required=True, metavar="VERB")
 
     audit = data_verbs.add_parser("audit", help="find duplicates, label conflicts, truncated files")
@@ -207,6 +211,20 @@ def _add_data_parser(verbs: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="write into an existing, non-empty folder"
     )
     cache.set_defaults(handler=_data_cache)
+
+    labels = data_verbs.add_parser(
+        "labels",
+        help="a split's rows as an external labels CSV (file,fracture) for bench --external",
+        description="Write file,fracture for the rows of one split of a split file, with file "
+        "the row's path relative to the data root (its relpath), so that bench --external ROOT "
+        "--labels CSV scores those films where they are, as another site's: nothing is copied "
+        "(docs/calibration.md).",
+    )
+    labels.add_argument("split_csv", metavar="SPLIT_CSV", help="split file from 'data split'")
+    labels.add_argument("--split", default="test", help="which rows (default: test)")
+    labels.add_argument("--out", required=True, help="labels CSV to write")
+    labels.add_argument("--overwrite", action="store_true", help="replace an existing CSV")
+    labels.set_defaults(handler=_data_labels)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -607,8 +625,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate_parser(verbs)
     add_compress_parsers(verbs)
     add_bench_parser(verbs)
-    add_train_throughput_parser(verbs)
-    add_preprocess_parity_parser(verbs)
+    add_bench_compare_parser(verbs)
+    add_measure_parser(verbs)
     _add_predict_parser(verbs)
     add_calibrate_parser(verbs)
     add_app_parser(verbs)

@@ -25,26 +25,18 @@ pytest.importorskip("pytorch_grad_cam")
 if importlib.util.find_spec("onnx2tf") is None:  # the tiny bundle is built with it
     pytest.skip("onnx2tf is not installed (the compress extra)", allow_module_level=True)
 
-from benchmarks.bench import (  # noqa: E402
-    ROW_KEYS,
-    BenchConfig,
-    BenchError,
-    BenchImage,
-    LabelsFileError,
-    child_environment,
-    latency_job,
-    parse_boxes,
-    parse_spec,
-    plan_rows,
-    read_external_labels,
-    resolve_specs,
-    run_bench,
-    stratified_subset,
-)
+from benchmarks.bench import ROW_KEYS, BenchConfig, latency_job, plan_rows, run_bench  # noqa: E402
 from benchmarks.cli import add_bench_parser  # noqa: E402
-from benchmarks.compare import compare_reports, format_comparison, main  # noqa: E402
-from benchmarks.report import FIGURES, table_header  # noqa: E402
+from benchmarks.compare import compare_reports, format_comparison  # noqa: E402
+from benchmarks.images import BenchImage, read_external_labels, stratified_subset  # noqa: E402
+from benchmarks.latency_children import child_environment  # noqa: E402
+from benchmarks.plots import FIGURES  # noqa: E402
+from benchmarks.report import table_header  # noqa: E402
+from benchmarks.specs import BenchError, parse_spec, resolve_specs  # noqa: E402
+from edge_app.errors import LabelsFileError  # noqa: E402
+from edge_app.labelled_folder import parse_boxes  # noqa: E402
 from edge_app.latency import peak_rss_mb  # noqa: E402
+from fracture_edge.cli import main as cli_main  # noqa: E402
 from train.checkpoints import write_checkpoint  # noqa: E402
 from train.metrics import apply_temperature, auroc  # noqa: E402
 
@@ -344,6 +336,10 @@ def test_latency_children_ask_malloc_for_huge_pages():
 # --------------------------------------------------------------------------- (d) compare
 
 
+def bench_compare(args: list[str]) -> int:
+    return cli_main(["bench-compare", *args])
+
+
 def test_compare_flags_a_speedup_that_moved_more_than_five_percent(bench, tmp_path, capsys):
     report, out = bench
     later = json.loads(json.dumps(report))
@@ -356,9 +352,9 @@ def test_compare_flags_a_speedup_that_moved_more_than_five_percent(bench, tmp_pa
     assert "1 of" in format_comparison(list(entries.values()))
     later_path = tmp_path / "later.json"
     later_path.write_text(json.dumps(later))
-    assert main([str(out / "report.json"), str(later_path)]) == 1
+    assert bench_compare([str(out / "report.json"), str(later_path)]) == 1
     assert "beyond ±5%" in capsys.readouterr().out
-    assert main([str(out / "report.json"), str(out / "report.json")]) == 0
+    assert bench_compare([str(out / "report.json"), str(out / "report.json")]) == 0
 
 
 def test_compare_refuses_reports_with_different_references(bench, tmp_path, capsys):
@@ -367,10 +363,10 @@ def test_compare_refuses_reports_with_different_references(bench, tmp_path, caps
     other["speedup_reference"]["id"] = "arch:vgg16_bn@224"
     path = tmp_path / "other.json"
     path.write_text(json.dumps(other))
-    assert main([str(out / "report.json"), str(path)]) == 2
+    assert bench_compare([str(out / "report.json"), str(path)]) == 2
     assert "different rows" in capsys.readouterr().err
     (tmp_path / "bad.json").write_text("{}")
-    assert main([str(out / "report.json"), str(tmp_path / "bad.json")]) == 2
+    assert bench_compare([str(out / "report.json"), str(tmp_path / "bad.json")]) == 2
 
 
 def test_compare_refuses_an_older_report_that_divided_p50s(bench, tmp_path, capsys):
@@ -382,7 +378,7 @@ def test_compare_refuses_an_older_report_that_divided_p50s(bench, tmp_path, caps
         row.pop("speedup_p50")
     path = tmp_path / "older.json"
     path.write_text(json.dumps(older))
-    assert main([str(path), str(out / "report.json")]) == 2
+    assert bench_compare([str(path), str(out / "report.json")]) == 2
     assert "different statistics (p50 vs fastest call)" in capsys.readouterr().err
 
 
@@ -392,8 +388,8 @@ def test_compare_p50_compares_the_secondary_speedups(bench, tmp_path, capsys):
     _row(later, "tflite")["speedup_p50"]["1"] *= 1.2
     path = tmp_path / "later.json"
     path.write_text(json.dumps(later))
-    assert main([str(out / "report.json"), str(path)]) == 0
-    assert main([str(out / "report.json"), str(path), "--p50"]) == 1
+    assert bench_compare([str(out / "report.json"), str(path)]) == 0
+    assert bench_compare([str(out / "report.json"), str(path), "--p50"]) == 1
     printed = capsys.readouterr().out
     assert "speed-ups: median of per-round p50 ratios" in printed
     assert "1.200  <-- beyond ±5%" in printed
@@ -591,7 +587,9 @@ def test_real_fracatlas_torch_checkpoint_and_teacher_logits(fracatlas_root, tmp_
 
 def test_latency_probes_report_bursts_and_processes(tiny_bundle, capsys):
     """The machine-quietness probes behind docs/benchmarks.md run and print their tables."""
-    from benchmarks.latency_probe import main as probe
+
+    def probe(args: list[str]) -> int:
+        return cli_main(["measure", "latency-probe", *args])
 
     args = ["bursts", "--bundle", str(tiny_bundle), "--arch", "custom_cnn", "--size", "32"]
     assert probe([*args, "--bursts", "2", "--calls", "2"]) == 0
@@ -606,14 +604,14 @@ def test_latency_probes_report_bursts_and_processes(tiny_bundle, capsys):
 
 
 def test_outline_scores_count_a_peak_inside_the_polygon_and_the_region_overlap():
-    from benchmarks.bench import _Heatmaps, _score_outlines
+    from benchmarks.scoring import Heatmaps, score_outlines
 
     heatmap = np.zeros((10, 10), np.float32)
     heatmap[2:4, 2:4] = 1.0  # top region: 4 pixels at rows/columns 2-3
     square = ((0.2, 0.2), (0.6, 0.2), (0.6, 0.6), (0.2, 0.6))  # covers pixels 2..6
     elsewhere = ((0.7, 0.7), (0.9, 0.7), (0.9, 0.9), (0.7, 0.9))
-    record = _Heatmaps("cam")
-    _score_outlines(record, [heatmap, heatmap, heatmap], [(square,), (elsewhere,), ()])
+    record = Heatmaps("cam")
+    score_outlines(record, [heatmap, heatmap, heatmap], [(square,), (elsewhere,), ()])
     assert record.outline_pointing == [True, False]  # the film without an outline is skipped
     assert record.outline_iou[1] == 0.0
     assert 0 < record.outline_iou[0] < 1

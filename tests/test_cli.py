@@ -12,7 +12,7 @@ def test_help_lists_the_data_verbs(capsys):
     except SystemExit as stop:
         assert stop.code == 0
     out = capsys.readouterr().out
-    for verb in ("audit", "split", "cache"):
+    for verb in ("audit", "split", "cache", "labels"):
         assert verb in out
 
 
@@ -59,3 +59,53 @@ def test_user_errors_exit_2_with_a_message_and_bugs_keep_their_traceback(monkeyp
     monkeypatch.setattr(cli, "build_parser", lambda: parser_with(bug))
     with pytest.raises(ValueError, match="invariant"):
         cli.main([])  # the console script turns the uncaught exception into exit 1 + traceback
+
+
+def _split_file(path):
+    rows = [
+        ("a.jpg", "train", 1, "images/a.jpg"),
+        ("b.jpg", "test", 1, "images/b.jpg"),
+        ("c.jpg", "test", 0, "other/c.jpg"),
+    ]
+    lines = ["file,split,label,group,fold,reason,relpath"]
+    lines += [
+        f"{file},{split},{label},{file},-1,,{relpath}" for file, split, label, relpath in rows
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_data_labels_writes_a_split_as_an_external_labels_csv(tmp_path, capsys):
+    split = _split_file(tmp_path / "split.csv")
+    out = tmp_path / "site" / "labels.csv"
+    assert main(["data", "labels", str(split), "--out", str(out)]) == 0
+    assert out.read_text() == "file,fracture\nimages/b.jpg,1\nother/c.jpg,0\n"
+    assert "2 films, 1 fractured" in capsys.readouterr().out
+    assert main(["data", "labels", str(split), "--split", "train", "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    argv = ["data", "labels", str(split), "--split", "train", "--out", str(out), "--overwrite"]
+    assert main(argv) == 0
+    assert out.read_text() == "file,fracture\nimages/a.jpg,1\n"
+
+
+@pytest.mark.parametrize(
+    ("problem", "message"),
+    [("missing split", "does not exist"), ("no rows", "no 'val' rows"), ("onto split", "input")],
+)
+def test_data_labels_refusals_exit_2_with_a_message(tmp_path, capsys, problem, message):
+    split, out = _split_file(tmp_path / "split.csv"), str(tmp_path / "x.csv")
+    argv = {
+        "missing split": ["data", "labels", str(tmp_path / "nowhere.csv"), "--out", out],
+        "no rows": ["data", "labels", str(split), "--split", "val", "--out", out],
+        "onto split": ["data", "labels", str(split), "--out", str(split), "--overwrite"],
+    }[problem]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_data_labels_needs_out(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["data", "labels", "split.csv"])
+    assert stop.value.code == 2 and "--out" in capsys.readouterr().err

@@ -311,7 +311,8 @@ def test_site_calibration_table_before_and_after():
 
 def test_bench_calibrate_reports_before_and_after(site, tiny_bundle, tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    from benchmarks.bench import BenchConfig, BenchError, run_bench
+    from benchmarks.bench import BenchConfig, run_bench
+    from benchmarks.specs import BenchError
 
     folder, labels = site
     config = BenchConfig(

@@ -79,7 +79,7 @@ def test_hardware_free_auroc_uses_the_films_without_hardware():
 
 
 def test_measured_indices_are_test_or_labelled_external():
-    from benchmarks.bench import BenchImage
+    from benchmarks.images import BenchImage
 
     images = [
         BenchImage("a", "val", 1, Path("a")),
@@ -244,7 +244,8 @@ def test_markdown_has_the_shift_table(shift_run):
 
 
 def test_config_refuses_shifts_or_no_latency_with_latency_only():
-    from benchmarks.bench import BenchConfig, BenchError
+    from benchmarks.bench import BenchConfig
+    from benchmarks.specs import BenchError
 
     with pytest.raises(BenchError, match="--latency-only reads none"):
         BenchConfig(latency_only=True, shifts=True)
