@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.images import BenchImage
 from benchmarks.specs import ArtifactSpec, BenchError
+from train.split_scoring import SplitImage
 
 
 def split_accuracy(
-    images: Sequence[BenchImage],
+    images: Sequence[SplitImage],
     logits: np.ndarray,
     subgroups: dict[str, np.ndarray] | None,
     resamples: int,
@@ -140,7 +140,7 @@ def _rounded(value: float, digits: int = 4) -> float | None:
     return None if math.isnan(value) else round(value, digits)
 
 
-def logits_of_images(spec: ArtifactSpec, images: Sequence[BenchImage]) -> np.ndarray:
+def logits_of_images(spec: ArtifactSpec, images: Sequence[SplitImage]) -> np.ndarray:
     """A logits column in image order; every image must be in the CSV with the same label."""
     from train.evaluate import load_logits_csv
 

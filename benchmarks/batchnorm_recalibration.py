@@ -27,13 +27,8 @@ def measure(
 ) -> list[dict]:
     """One result per ``(input size, pruning ratio)`` of ``configs``; ``on_result`` sees each
     as soon as it is measured (a configuration takes minutes)."""
-    from compress.export import (
-        LOGIT_OUTPUT,
-        cache_rows,
-        calibration_sample,
-        model_inputs,
-        torch_outputs,
-    )
+    from compress.cache_inputs import cache_rows, calibration_sample, model_inputs
+    from compress.export import LOGIT_OUTPUT, torch_outputs
     from compress.prune import prune_model, recalibrate_batchnorm
     from edge_app.preprocess import PreprocessConfig
     from train.checkpoints import load_checkpoint

@@ -59,7 +59,6 @@ from benchmarks.accuracy import card_accuracy, logits_of_images, split_accuracy
 from benchmarks.images import (
     DEFAULT_DATA,
     DEFAULT_SPLIT,
-    BenchImage,
     fracatlas_images,
     read_external_labels,
     stratified_subset,
@@ -75,6 +74,7 @@ from benchmarks.scoring import score_images
 from benchmarks.shifts import DEFAULT_SHIFT_SEED
 from benchmarks.specs import ArtifactSpec, BenchError, resolve_specs
 from edge_app.site_calibration import DEFAULT_MIN_FRACTURED, DEFAULT_MIN_UNFRACTURED
+from train.split_scoring import SplitImage
 
 logger = logging.getLogger(__name__)
 
@@ -246,7 +246,7 @@ def latency_job(spec: ArtifactSpec, row: dict, config: BenchConfig, onnx_path: P
 # --------------------------------------------------------------------------- the run
 
 
-def _images_for(config: BenchConfig) -> tuple[list[BenchImage], dict[str, Any]]:
+def _images_for(config: BenchConfig) -> tuple[list[SplitImage], dict[str, Any]]:
     if config.external:
         images = read_external_labels(config.external, config.labels)
         data = {"mode": "external", "external": config.external, "labels": config.labels}
@@ -283,7 +283,7 @@ def _latency_only(specs: Sequence[ArtifactSpec]) -> tuple[list, dict[str, Any]]:
     return [], {"mode": "latency-only", "limit": None, "images_available": 0, "images_used": 0}
 
 
-def _heatmap_indices(images: Sequence[BenchImage], cap: int) -> set[int]:
+def _heatmap_indices(images: Sequence[SplitImage], cap: int) -> set[int]:
     eligible = [
         i for i, image in enumerate(images) if image.boxes and image.split in ("test", "external")
     ]

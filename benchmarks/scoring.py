@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.images import BenchImage
 from benchmarks.scorers import TorchScorer
 from edge_app.preprocess import PreprocessConfig, preprocess
 from edge_app.radiograph import load_radiograph
 from edge_app.runtime import heatmap_from_cam
+from train.split_scoring import SplitImage
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class _Chunk:
 
 
 def score_images(
-    images: Sequence[BenchImage],
+    images: Sequence[SplitImage],
     scorers: dict[str, Any],
     heatmap_indices: set[int],
     chunk_size: int = 32,

@@ -12,6 +12,7 @@ import shlex
 import sys
 
 from edge_app.errors import UsageError
+from train.split_scoring import DEFAULT_DATA, DEFAULT_SPLIT
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -19,7 +20,7 @@ def _export(args: argparse.Namespace) -> int:
     from edge_app.files import check_output
     from train.checkpoints import load_checkpoint
 
-    inputs = [args.checkpoint] + ([args.cache] if args.cache else [])
+    inputs = [args.checkpoint]
     check_output(args.out, inputs, args.overwrite, folder=args.format == "tflite", what="export")
     if args.format == "onnx":
         net, card, config = load_checkpoint(args.checkpoint)
@@ -37,7 +38,8 @@ def _export(args: argparse.Namespace) -> int:
         args.checkpoint,
         args.out,
         mode=mode,
-        cache_dir=args.cache,
+        split=None if args.no_evaluation else args.split,
+        data=None if args.no_evaluation else args.data,
         input_size=args.input_size,
         calibration_images=args.calibration_images,
         batch_variant=args.batch if args.batch > 1 else None,
@@ -65,9 +67,10 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
         "export",
         help="checkpoint → ONNX → TFLite bundle (model.tflite + model_card.json)",
         description="Export a checkpoint through ONNX (opset 17) and onnx2tf to TFLite, with the "
-        "class-activation map as a second output. With --cache, int8 is calibrated on training "
-        "images and the bundle's metrics, operating points and parity checks are measured on "
-        "the exported file itself.",
+        "class-activation map as a second output. int8 is calibrated on training films, and "
+        "the bundle's metrics, temperature, operating points and parity checks are measured on "
+        "the exported file itself, on the original validation and test films of --split (read "
+        "as the app reads them, the path bench uses). The card is written once, here.",
     )
     export.add_argument("checkpoint", help="checkpoint folder (model.safetensors + card)")
     export.add_argument("--format", choices=("tflite", "onnx"), default="tflite")
@@ -86,7 +89,15 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--int8-io", action="store_true", help="with --int8: int8 input and output tensors too"
     )
-    export.add_argument("--cache", help="image cache: calibration, metrics and parity checks")
+    export.add_argument(
+        "--split", default=str(DEFAULT_SPLIT), help="split CSV (default: %(default)s)"
+    )
+    export.add_argument("--data", default=str(DEFAULT_DATA), help="FracAtlas root of the films")
+    export.add_argument(
+        "--no-evaluation",
+        action="store_true",
+        help="float modes only, no scoring: the bundle keeps the checkpoint's validation points",
+    )
     export.add_argument("--input-size", type=int, help="export resolution (default: trained)")
     export.add_argument("--calibration-images", type=int, default=200)
     export.add_argument(
@@ -151,28 +162,30 @@ def _tune(args: argparse.Namespace) -> int:
     files = write_report(study, Path(args.out) / args.study, teachers, chosen)
     print(f"report: {files['markdown']}, {files['plot']}")
     if args.bundle:
-        cache = args.cache or study.user_attrs["settings"]["cache"]
         result = export_bundle(
             chosen.user_attrs["checkpoint"],
             args.bundle,
             mode=chosen.params["mode"],
-            cache_dir=cache,
+            split=args.split,
+            data=args.data,
             input_size=int(chosen.params["input_size"]),
             calibration_images=settings.calibration_images,
             command=shlex.join(["fracture-edge", *sys.argv[1:]]),
+            selection={
+                "study": args.study,
+                "trial": chosen.number,
+                "params": chosen.params,
+                "constraints": {
+                    "max_latency_ms": args.max_latency_ms,
+                    "max_size_mb": args.max_size_mb,
+                },
+                "search_values": dict(
+                    zip(("val_auroc", "latency_p50_ms", "size_mb"), chosen.values, strict=True)
+                ),
+            },
         )
-        card = json.loads((result.bundle / "model_card.json").read_text())
-        card["selection"] = {
-            "study": args.study,
-            "trial": chosen.number,
-            "params": chosen.params,
-            "constraints": {"max_latency_ms": args.max_latency_ms, "max_size_mb": args.max_size_mb},
-            "search_values": dict(
-                zip(("val_auroc", "latency_p50_ms", "size_mb"), chosen.values, strict=True)
-            ),
-        }
-        (result.bundle / "model_card.json").write_text(json.dumps(card, indent=1) + "\n")
-        print(f"bundle: {result.bundle} (test AUROC {card['metrics']['test_auroc']})")
+        metrics = result.card["metrics"]
+        print(f"bundle: {result.bundle} (test AUROC {metrics['test_auroc']})")
     return 0
 
 
@@ -186,6 +199,10 @@ def add_tune_parser(verbs: argparse._SubParsersAction) -> None:
         "through --storage (a PostgreSQL or MySQL URL across machines).",
     )
     tune.add_argument("--cache", help="image cache (calibration, fine-tuning, validation)")
+    tune.add_argument(
+        "--split", default=str(DEFAULT_SPLIT), help="with --bundle: the films it is scored on"
+    )
+    tune.add_argument("--data", default=str(DEFAULT_DATA), help="with --bundle: FracAtlas root")
     tune.add_argument("--students", nargs="+", help="trained student checkpoint folders")
     tune.add_argument("--trials", type=int, default=10, help="trials for this worker (0: none)")
     tune.add_argument("--study", default="fracture-edge", help="study name")

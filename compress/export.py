@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,9 +39,10 @@ from edge_app._optional import install_hint, require
 from edge_app.card import CAM_OUTPUT, LOGIT_OUTPUT, aux_output_name, write_card
 from edge_app.errors import FractureEdgeError, MissingDependencyError
 from edge_app.files import file_sha256
-from edge_app.preprocess import PreprocessConfig, preprocess
+from edge_app.preprocess import PreprocessConfig
 from train.metrics import sigmoid
 from train.provenance import git_commit
+from train.split_scoring import SplitImage, model_inputs, split_images, stratified_sample
 
 torch = require("torch", "export models")
 nn = torch.nn
@@ -202,45 +204,6 @@ def convert_tflite(
     return files
 
 
-# ----------------------------------------------------------------------------- data
-
-
-def cache_rows(cache_dir: str | Path, split: str) -> list[dict[str, str]]:
-    from train.cache import read_cache_index
-
-    rows = [row for row in read_cache_index(cache_dir) if row["split"] == split]
-    if not rows:
-        raise ExportError(f"{cache_dir} has no '{split}' rows")
-    return rows
-
-
-def model_inputs(cache_dir: str | Path, rows, config: PreprocessConfig) -> np.ndarray:
-    """The cached canvases of ``rows`` through the shared preprocessing, as (N, H, W, 1)."""
-    from train.cache import load_cached_image
-
-    return np.stack(
-        [preprocess(load_cached_image(cache_dir, row["file"]), config)[0] for row in rows]
-    )[..., None]
-
-
-def calibration_sample(
-    cache_dir: str | Path, config: PreprocessConfig, count: int = 200, seed: int = 0
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """A class-stratified random sample of *training* images for int8 calibration."""
-    rows = cache_rows(cache_dir, "train")
-    rng = np.random.default_rng(seed)
-    labels = np.array([int(row["label"]) for row in rows])
-    chosen: list[int] = []
-    for label in (0, 1):
-        members = np.flatnonzero(labels == label)
-        share = round(count * len(members) / len(rows))
-        chosen += rng.choice(members, size=min(share, len(members)), replace=False).tolist()
-    chosen.sort()
-    picked = [rows[i] for i in chosen]
-    info = {"split": "train", "images": len(picked), "seed": seed, "stratified": True}
-    return model_inputs(cache_dir, picked, config), info
-
-
 # ----------------------------------------------------------------------------- scoring
 
 
@@ -321,7 +284,8 @@ def export_bundle(
     checkpoint: str | Path,
     out: str | Path,
     mode: str = "int8",
-    cache_dir: str | Path | None = None,
+    split: str | Path | None = None,
+    data: str | Path | None = None,
     input_size: int | None = None,
     calibration_images: int = 200,
     batch_variant: int | None = None,
@@ -331,20 +295,29 @@ def export_bundle(
     threads: int = 2,
     keep_work: bool = False,
     command: str | None = None,
+    selection: dict[str, Any] | None = None,
 ) -> ExportResult:
     """Export a checkpoint to a bundle ``out/`` (``model.tflite`` + ``model_card.json``).
 
-    With ``cache_dir`` (the training cache) the int8 modes are calibrated on training images,
-    the artifact is scored on the cache's validation and test rows, the operating points and
-    temperature are chosen on *its* validation scores, and the parity checks run on real
-    validation images. Without it only float modes export and the card carries no metrics.
-    ``net``/``card`` pass an in-memory model (e.g. freshly pruned) instead of loading one.
+    With evaluation data (``split`` CSV + FracAtlas ``data`` root) the int8 modes are calibrated
+    on training films, and the exported file itself is scored on the original validation and
+    test films through the app's loader and preprocessing (:mod:`train.split_scoring`, the path
+    ``bench`` uses): its temperature and operating points are chosen on *its* validation
+    scores, and the parity checks run on real validation films. The card is written once, here.
+    Without evaluation data only float modes export, with the checkpoint's own validation
+    points. ``net``/``card`` pass an in-memory model (e.g. freshly pruned) instead of loading
+    one; ``selection`` records how a search chose it.
     """
     if mode not in MODES:
         raise ExportError(f"unknown mode '{mode}'; choose one of {', '.join(MODES)}")
-    if mode in CALIBRATED_MODES and cache_dir is None:
-        raise ExportError(f"mode '{mode}' needs --cache: int8 is calibrated on training images")
-    from train.evaluate import evaluate_scores
+    if (split is None) != (data is None):
+        raise ExportError("evaluation needs both --split and --data (or neither)")
+    if mode in CALIBRATED_MODES and split is None:
+        raise ExportError(
+            f"mode '{mode}' needs evaluation data (--split, --data): int8 is calibrated on "
+            "training films"
+        )
+    films = split_images(split, data, ("train", "val", "test")) if split is not None else None
 
     if net is None:
         from train.checkpoints import load_checkpoint
@@ -365,9 +338,9 @@ def export_bundle(
     try:
         onnx_path = export_onnx(deployable, work / "model.onnx", config.input_size)
         calibration, calibration_info = None, None
-        if cache_dir is not None and mode in INTEGER_MODES:
-            calibration, calibration_info = calibration_sample(
-                cache_dir, config, count=calibration_images
+        if films is not None and mode in INTEGER_MODES:
+            calibration, calibration_info = calibration_films(
+                films, config, count=calibration_images
             )
         files = convert_tflite(onnx_path, work / "tflite", calibration)
         if mode not in files:
@@ -423,7 +396,8 @@ def export_bundle(
                 "10, 521 (2023). doi:10.1038/s41597-023-02432-4",
             },
         }
-        if cache_dir is not None:
+        if films is not None:
+            bundle_card["evaluation_data"] = {"split": str(split), "data": str(data)}
             bundle_card.update(
                 _score_artifact(
                     deployable,
@@ -431,16 +405,17 @@ def export_bundle(
                     files,
                     mode,
                     out / "model.tflite",
-                    cache_dir,
+                    films,
                     config,
                     shapes["outputs"],
                     parity_images,
                     threads,
-                    evaluate_scores,
                 )
             )
         else:
             bundle_card.update(_checkpoint_operating_points(card))
+        if selection is not None:
+            bundle_card["selection"] = selection
         tflite = out / "model.tflite"
         bundle_card["model_sha256"] = file_sha256(tflite)
         bundle_card["model_bytes"] = tflite.stat().st_size
@@ -461,8 +436,7 @@ def _checkpoint_operating_points(card: dict) -> dict[str, Any]:
     if "operating_points" not in card or card.get("calibration_temperature") is None:
         raise ExportError(
             "this checkpoint's card has no operating points or temperature; export it with "
-            "--cache (and --split/--data) so they are chosen on the exported file's validation "
-            "scores"
+            "--split and --data so they are chosen on the exported file's validation scores"
         )
     return {
         "calibration_temperature": card["calibration_temperature"],
@@ -471,25 +445,40 @@ def _checkpoint_operating_points(card: dict) -> dict[str, Any]:
     }
 
 
+def calibration_films(
+    films: Sequence[SplitImage], config: PreprocessConfig, count: int = 200, seed: int = 0
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """A class-stratified random sample of *training* films, read and preprocessed as the app
+    does, for int8 calibration."""
+    train = [film for film in films if film.split == "train"]
+    if not train:
+        raise ExportError("the split has no train rows to calibrate int8 on")
+    picked = stratified_sample(train, count, seed)
+    info = {"split": "train", "images": len(picked), "seed": seed, "stratified": True,
+            "read_from": "original films"}  # fmt: skip
+    return model_inputs(picked, config), info
+
+
 def _score_artifact(
     deployable,
     onnx_path,
     files,
     mode,
     tflite,
-    cache_dir,
+    films: Sequence[SplitImage],
     config,
     outputs,
     parity_images,
     threads,
-    evaluate_scores,
 ) -> dict[str, Any]:
-    """Metrics of the deployed file, its operating points, and the parity checks."""
-    val_rows, test_rows = cache_rows(cache_dir, "val"), cache_rows(cache_dir, "test")
-    val_inputs = model_inputs(cache_dir, val_rows, config)
-    test_inputs = model_inputs(cache_dir, test_rows, config)
-    labels_val = np.array([int(row["label"]) for row in val_rows])
-    labels_test = np.array([int(row["label"]) for row in test_rows])
+    """Metrics of the deployed file on the original films, its operating points, parity."""
+    from train.evaluate import evaluate_scores
+
+    val = [film for film in films if film.split == "val"]
+    test = [film for film in films if film.split == "test"]
+    val_inputs, test_inputs = model_inputs(val, config), model_inputs(test, config)
+    labels_val = np.array([film.label for film in val])
+    labels_test = np.array([film.label for film in test])
 
     deployed_val = tflite_outputs(tflite, outputs, val_inputs, threads)
     deployed_test = tflite_outputs(tflite, outputs, test_inputs, threads)
@@ -548,6 +537,9 @@ def _score_artifact(
         "operating_point_rules": {
             name: {"rule": point["rule"], "val": point["val"]} for name, point in points.items()
         },
-        "metrics": {**_report_metrics(report), "measured_on": "this .tflite file, LiteRT CPU"},
+        "metrics": {
+            **_report_metrics(report),
+            "measured_on": "this .tflite file, LiteRT CPU, the original films (app's loader)",
+        },
         "parity": parity,
     }

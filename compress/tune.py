@@ -174,7 +174,7 @@ def suggest(trial, settings: TuneSettings) -> dict[str, Any]:
 
 
 def _screen_rows(cache: str, count: int, seed: int) -> list[dict]:
-    from compress.export import cache_rows
+    from compress.cache_inputs import cache_rows
 
     rows = cache_rows(cache, "val")
     if count >= len(rows):
@@ -199,7 +199,7 @@ def prepare_student(params: dict, settings: TuneSettings, work: Path):
         card["pruning"] = net.pruning
     changed = params["prune_ratio"] > 0 or size != trained_size
     if changed and settings.recalibration_images > 0:
-        from compress.export import calibration_sample
+        from compress.cache_inputs import calibration_sample
         from compress.prune import recalibrate_batchnorm
 
         images, _ = calibration_sample(
@@ -245,7 +245,8 @@ def prepare_student(params: dict, settings: TuneSettings, work: Path):
 
 def screen_auroc(net, card: dict, settings: TuneSettings) -> float:
     """The torch model's AUROC on a fixed validation subsample (the early-stopping signal)."""
-    from compress.export import LOGIT_OUTPUT, model_inputs, torch_outputs
+    from compress.cache_inputs import model_inputs
+    from compress.export import LOGIT_OUTPUT, torch_outputs
     from train.metrics import auroc
 
     rows = _screen_rows(settings.cache, settings.screen_images, settings.seed)
@@ -256,7 +257,8 @@ def screen_auroc(net, card: dict, settings: TuneSettings) -> float:
 
 def measure_artifact(path: Path, card: dict, outputs: dict, settings: TuneSettings) -> dict:
     """Validation AUROC, p50 latency (1 thread) and size of a ``.tflite`` file."""
-    from compress.export import LOGIT_OUTPUT, cache_rows, model_inputs, tflite_outputs
+    from compress.cache_inputs import cache_rows, model_inputs
+    from compress.export import LOGIT_OUTPUT, tflite_outputs
     from edge_app.latency import tflite_latency
     from train.metrics import auroc
 
@@ -274,13 +276,8 @@ def measure_artifact(path: Path, card: dict, outputs: dict, settings: TuneSettin
 
 def run_trial(trial, settings: TuneSettings) -> tuple[float, float, float]:
     optuna = _optuna()
-    from compress.export import (
-        CALIBRATED_MODES,
-        DeployableNet,
-        calibration_sample,
-        convert_tflite,
-        export_onnx,
-    )
+    from compress.cache_inputs import calibration_sample
+    from compress.export import CALIBRATED_MODES, DeployableNet, convert_tflite, export_onnx
 
     started = time.perf_counter()
     params = suggest(trial, settings)

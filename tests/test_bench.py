@@ -28,7 +28,7 @@ if importlib.util.find_spec("onnx2tf") is None:  # the tiny bundle is built with
 from benchmarks.bench import ROW_KEYS, BenchConfig, latency_job, plan_rows, run_bench  # noqa: E402
 from benchmarks.cli import add_bench_parser  # noqa: E402
 from benchmarks.compare import compare_reports, format_comparison  # noqa: E402
-from benchmarks.images import BenchImage, read_external_labels, stratified_subset  # noqa: E402
+from benchmarks.images import read_external_labels, stratified_subset  # noqa: E402
 from benchmarks.latency_children import child_environment  # noqa: E402
 from benchmarks.plots import FIGURES  # noqa: E402
 from benchmarks.report import table_header  # noqa: E402
@@ -39,6 +39,7 @@ from edge_app.latency import peak_rss_mb  # noqa: E402
 from fracture_edge.cli import main as cli_main  # noqa: E402
 from train.checkpoints import write_checkpoint  # noqa: E402
 from train.metrics import apply_temperature, auroc  # noqa: E402
+from train.split_scoring import SplitImage  # noqa: E402
 
 BOX = (0.5, 0.5, 0.5, 0.5)  # YOLO (cx, cy, w, h): the middle quarter
 FAST = {"repeats": 2, "runs": 3, "warmup": 1, "resamples": 50, "cuda": False}
@@ -529,7 +530,7 @@ def test_specs_parse_and_fail_with_the_valid_forms(tmp_path, tiny_bundle):
 
 def test_limit_takes_a_stratified_subset_per_split():
     images = [
-        BenchImage(f"{split}{i}", split, int(i < 20), Path(f"{split}{i}"))
+        SplitImage(f"{split}{i}", split, int(i < 20), Path(f"{split}{i}"))
         for split in ("val", "test")
         for i in range(100)
     ]

@@ -169,13 +169,26 @@ def test_opset_below_17_is_refused(tmp_path):
 
 
 def test_int8_without_calibration_data_is_refused(tmp_path):
-    with pytest.raises(ExportError, match="needs --cache"):
+    with pytest.raises(ExportError, match="needs evaluation data"):
         export_bundle(None, tmp_path / "b", mode="int8", net=_model(), card={})
 
 
 @pytest.mark.slow
-def test_bundle_from_synthetic_cache(tmp_path, synthetic_cache):
-    """The whole export on a tiny cache: card fields, sha256, metrics from the .tflite itself."""
+def test_bundle_scored_on_the_original_films(
+    tmp_path, fracatlas_tree, atlas_image, make_radiograph
+):
+    """The whole export on a tiny FracAtlas tree: int8 calibrated on training films, the file
+    itself scored on the original val/test films through the app's loader; one card."""
+    from train.datasets import open_dataset
+    from train.splits import SplitConfig, make_split, write_split
+
+    images = [
+        atlas_image(f"IMG{i:07d}.jpg", i % 3 == 0, pixels=make_radiograph(70, 50, i % 3, i))
+        for i in range(36)
+    ]
+    root = fracatlas_tree(tmp_path / "atlas", images)
+    rows = make_split(list(open_dataset(root)), {}, SplitConfig(0.25, 0.25, seed=0))
+    write_split(rows, tmp_path / "split.csv")
     model = _model()
     card = {
         "name": "tiny",
@@ -188,7 +201,8 @@ def test_bundle_from_synthetic_cache(tmp_path, synthetic_cache):
         None,
         tmp_path / "bundle",
         mode="int8",
-        cache_dir=synthetic_cache,
+        split=tmp_path / "split.csv",
+        data=root,
         net=model,
         card=card,
         calibration_images=8,
@@ -204,6 +218,9 @@ def test_bundle_from_synthetic_cache(tmp_path, synthetic_cache):
     assert written["quantization"] == "int8"
     assert written["input"]["shape"] == [1, SIZE, SIZE, 1]
     assert written["calibration"]["split"] == "train"
+    assert written["calibration"]["read_from"] == "original films"
+    assert "original films" in written["metrics"]["measured_on"]
+    assert written["evaluation_data"]["split"] == str(tmp_path / "split.csv")
     assert 0 <= written["metrics"]["test_auroc"] <= 1
     low, high = written["metrics"]["test_auroc_ci95"]
     assert low <= written["metrics"]["test_auroc"] <= high

@@ -79,13 +79,13 @@ def test_hardware_free_auroc_uses_the_films_without_hardware():
 
 
 def test_measured_indices_are_test_or_labelled_external():
-    from benchmarks.images import BenchImage
+    from train.split_scoring import SplitImage
 
     images = [
-        BenchImage("a", "val", 1, Path("a")),
-        BenchImage("b", "test", 0, Path("b")),
-        BenchImage("c", "external", None, Path("c")),
-        BenchImage("d", "external", 1, Path("d")),
+        SplitImage("a", "val", 1, Path("a")),
+        SplitImage("b", "test", 0, Path("b")),
+        SplitImage("c", "external", None, Path("c")),
+        SplitImage("d", "external", 1, Path("d")),
     ]
     assert measured_indices(images) == [1, 3]
 
