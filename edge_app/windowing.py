@@ -1,0 +1,122 @@
+"""Display windows for volumes (CT/MRI): presets in Hounsfield units, percentiles, explicit.
+
+A volume is windowed as a whole, so its slices share one scale.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from edge_app.film import (
+    EXPLORATORY_WARNING,
+    MONOCHROME1_WARNING,
+    Radiograph,
+    scale_to_unit,
+)
+
+
+class Window(NamedTuple):
+    """A display window: intensities from ``center - width/2`` (black) to ``center + width/2``."""
+
+    center: float
+    width: float
+
+
+# Hounsfield units, for CT.
+WINDOW_PRESETS: dict[str, Window] = {
+    "bone": Window(center=400.0, width=1800.0),
+    "soft_tissue": Window(center=40.0, width=400.0),
+    "lung": Window(center=-600.0, width=1500.0),
+    "brain": Window(center=40.0, width=80.0),
+}
+_AUTO_WINDOW = "auto"
+
+
+def validate_window(window: str | tuple[float, float]) -> str | Window:
+    if isinstance(window, str):
+        if window == _AUTO_WINDOW or window in WINDOW_PRESETS:
+            return window
+        raise ValueError(
+            f"Unknown window '{window}'; expected one of "
+            f"{sorted([*WINDOW_PRESETS, _AUTO_WINDOW])} or a (center, width) pair."
+        )
+    try:
+        center, width = (float(value) for value in window)
+    except (TypeError, ValueError) as error:
+        message = f"window must be a name or a (center, width) pair, got {window!r}"
+        raise ValueError(message) from error
+    if not (np.isfinite(center) and np.isfinite(width) and width > 0):
+        raise ValueError(f"window needs a finite center and a positive width, got {window!r}")
+    return Window(center, width)
+
+
+def display_volume(
+    volume: np.ndarray, window: str | Window, *, is_ct: bool, monochrome1: bool
+) -> tuple[np.ndarray, dict[str, Any], tuple[str, ...]]:
+    """Window the whole volume into [0, 1] and describe how; slices then share one scale."""
+    chosen, how, warnings = _resolve_window(window, volume, is_ct)
+    pixels = _apply_window(volume, chosen)
+    if monochrome1:
+        pixels = np.float32(1.0) - pixels
+        warnings += (MONOCHROME1_WARNING,)
+    metadata = {"window": (chosen.center, chosen.width), "window_source": how, "hounsfield": is_ct}
+    return pixels, metadata, (EXPLORATORY_WARNING, *warnings)
+
+
+def _resolve_window(
+    window: str | Window, volume: np.ndarray, is_ct: bool
+) -> tuple[Window, str, tuple[str, ...]]:
+    if isinstance(window, Window):
+        return window, "explicit", ()
+    if window == _AUTO_WINDOW or (window == "bone" and not is_ct):
+        return _percentile_window(volume), "percentile 1-99", ()
+    warnings: tuple[str, ...] = ()
+    if not is_ct:
+        warnings = (
+            f"window: preset '{window}' is in Hounsfield units but this volume is not CT; "
+            "try window='auto'",
+        )
+    return WINDOW_PRESETS[window], f"preset {window}", warnings
+
+
+def _percentile_window(volume: np.ndarray) -> Window:
+    low, high = (float(value) for value in np.percentile(volume, [1.0, 99.0]))
+    if high <= low:
+        low, high = float(volume.min()), float(volume.max())
+    return Window(center=(low + high) / 2.0, width=high - low)
+
+
+def _apply_window(values: np.ndarray, window: Window) -> np.ndarray:
+    """Linear window into [0, 1]; a zero width (constant data) becomes a step, not a 0/0."""
+    if window.width <= 0:
+        return (values > window.center).astype(np.float32)
+    low = window.center - window.width / 2.0
+    return scale_to_unit(values, low, low + window.width)
+
+
+def looks_like_hounsfield(volume: np.ndarray) -> bool:
+    """CT in Hounsfield units has air near -1000 (padding down to about -3024)."""
+    return volume.size > 0 and -3100.0 <= float(volume.min()) <= -500.0
+
+
+def slices_to_radiographs(
+    pixels: np.ndarray,
+    sources: Sequence[str],
+    kind: str,
+    metadata: dict[str, Any],
+    warnings: tuple[str, ...],
+) -> list[Radiograph]:
+    count = pixels.shape[0]
+    return [
+        Radiograph(
+            pixels=pixels[index],
+            source=sources[index],
+            kind=kind,
+            warnings=warnings,
+            metadata={**metadata, "slice_index": index, "slice_count": count},
+        )
+        for index in range(count)
+    ]
