@@ -28,6 +28,7 @@ from edge_app.film import (
     scale_to_unit,
 )
 from edge_app.limits import check_pixel_count
+from edge_app.sniff import open_regular_file
 
 SUPPORTED_PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422")
 COLOUR_PHOTOMETRIC = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422"})
@@ -55,7 +56,10 @@ def read_dicom(path: Path, *, header_only: bool = False) -> Any:
     pydicom = require("pydicom", "read DICOM files")
     errors = require("pydicom.errors", "read DICOM files")
     try:
-        dataset = pydicom.dcmread(path, force=True, stop_before_pixels=header_only)
+        with open_regular_file(path) as stream:
+            dataset = pydicom.dcmread(stream, force=True, stop_before_pixels=header_only)
+    except ImageReadError:
+        raise
     except (errors.InvalidDicomError, OSError, EOFError, ValueError, KeyError) as error:
         raise CorruptImageError(
             f"{path} looks like DICOM but pydicom cannot parse it ({error}). The file is "

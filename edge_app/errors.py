@@ -27,6 +27,11 @@ class EmptyFileError(ImageReadError):
     """The file has zero bytes."""
 
 
+class NotARegularFileError(ImageReadError):
+    """The path is a FIFO, a device, a socket, or a link to one: reading it could block forever
+    or never end, so it is refused before it is opened."""
+
+
 class NotAnImageError(ImageReadError):
     """The file is neither a supported image, a DICOM file nor a NIfTI volume."""
 

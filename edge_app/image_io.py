@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -20,6 +20,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from edge_app.errors import CorruptImageError, ImageReadError, ImageTooLargeError
 from edge_app.film import Radiograph, check_finite, luminance, scale_to_unit
 from edge_app.limits import check_pixel_count
+from edge_app.sniff import open_regular_file
 
 LOGGER = logging.getLogger(__name__)
 
@@ -123,24 +124,25 @@ def _jpeg_end_marker_missing(path: Path) -> bool:
 
 
 def _open_and_load(path: Path, max_pixels: int, draft_size: int | None = None) -> _DecodedImage:
-    image = _open_image(path)
-    with image:
-        check_pixel_count(image.width, image.height, max_pixels, path)
-        original_size = (image.width, image.height)
-        if draft_size:
-            image.draft(image.mode, (draft_size, draft_size))
-        image.load()
-        orientation = int(image.getexif().get(0x0112, 1))
-        # exif_transpose returns a copy (transposed or not), so closing the original is safe.
-        return _DecodedImage(
-            ImageOps.exif_transpose(image), image.format, orientation, original_size
-        )
+    with open_regular_file(path) as stream:
+        image = _open_image(stream, path)
+        with image:
+            check_pixel_count(image.width, image.height, max_pixels, path)
+            original_size = (image.width, image.height)
+            if draft_size:
+                image.draft(image.mode, (draft_size, draft_size))
+            image.load()
+            orientation = int(image.getexif().get(0x0112, 1))
+            # exif_transpose returns a copy (transposed or not), so closing the original is safe.
+            return _DecodedImage(
+                ImageOps.exif_transpose(image), image.format, orientation, original_size
+            )
 
 
-def _open_image(path: Path) -> Image.Image:
+def _open_image(stream: BinaryIO, path: Path) -> Image.Image:
     """``Image.open`` reads only the header, so the size is known before any pixel is decoded."""
     try:
-        return Image.open(path)
+        return Image.open(stream)
     except Image.DecompressionBombError as error:
         raise ImageTooLargeError(
             f"Pillow refused {path} as a possible decompression bomb ({error}). That is above "

@@ -57,9 +57,12 @@ Decisions worth knowing:
 * **A folder of DICOM files without ImagePositionPatient** (projection radiographs such as
   CR/DX, each usually its own series) is read by :func:`load_study` as separate radiographs,
   sorted by file name, rather than as a volume.
-* **Folders.** Hidden files (names starting with ``.``) are ignored; files named ``DICOMDIR``
-  and subfolders are skipped with a warning on every radiograph; any other file that cannot be
-  read raises.
+* **Regular files only.** FIFOs, devices and sockets (and links to them) are refused with
+  :class:`NotARegularFileError` before they are opened: a pipe blocks, ``/dev/zero`` never ends.
+* **Folders.** Hidden files (names starting with ``.``) are ignored; files named ``DICOMDIR``,
+  subfolders, broken links, FIFOs, devices, sockets and unreadable files are skipped with a
+  warning on every radiograph that names each one and why; any other file that cannot be read
+  raises.
 """
 
 from __future__ import annotations
@@ -78,7 +81,7 @@ from edge_app.errors import ImageReadError
 from edge_app.film import Radiograph, with_warnings
 from edge_app.image_io import load_image
 from edge_app.limits import DEFAULT_MAX_PIXELS, VOLUME_PIXEL_FACTOR, check_max_pixels
-from edge_app.sniff import SUPPORTED_FORMATS, sniff_format
+from edge_app.sniff import SUPPORTED_FORMATS, file_problem, sniff_format
 from edge_app.volume_io import load_dicom_series, load_dicom_volume, load_nifti, read_series_headers
 from edge_app.windowing import WINDOW_PRESETS, Window, validate_window
 
@@ -183,23 +186,33 @@ def load_study(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> lis
 
 
 def _folder_files(folder: Path) -> tuple[list[Path], tuple[str, ...]]:
-    """The files a folder offers, sorted by name, and warnings about what was skipped."""
+    """The files a folder offers, sorted by name, and warnings naming each entry skipped."""
     entries = sorted(
         (entry for entry in folder.iterdir() if not entry.name.startswith(".")),
         key=lambda entry: entry.name,
     )
-    subfolders = [entry.name for entry in entries if entry.is_dir()]
-    skipped = [entry.name for entry in entries if entry.name.upper() == "DICOMDIR"]
-    files = [entry for entry in entries if entry.is_file() and entry.name not in skipped]
+    files: list[Path] = []
+    subfolders: list[str] = []
+    warnings: list[str] = []
+    for entry in entries:
+        if entry.name.upper() == "DICOMDIR":
+            warnings.append(f"folder: skipped the DICOM index file {entry.name}")
+        elif entry.is_dir():
+            subfolders.append(entry.name)
+        elif (problem := file_problem(entry)) is not None:
+            warnings.append(f"folder: skipped {entry.name}: {problem}")
+        else:
+            files.append(entry)
     if not files:
         inside = f" (only the subfolders {subfolders})" if subfolders else ""
+        skipped = f" ({'; '.join(warnings)})" if warnings else ""
         raise ImageReadError(
-            f"{folder} holds no files{inside}. Choose the folder that holds the images directly."
+            f"{folder} holds no files{inside}{skipped}. Choose the folder that holds the images "
+            "directly."
         )
-    warnings = tuple(f"folder: skipped the DICOM index file {name}" for name in skipped)
     if subfolders:
-        warnings += (f"folder: subfolders are not read: {', '.join(subfolders)}",)
-    return files, warnings
+        warnings.append(f"folder: subfolders are not read: {', '.join(subfolders)}")
+    return files, tuple(warnings)
 
 
 def _require_only_dicom(folder: Path, files: Sequence[Path]) -> None:
