@@ -90,6 +90,12 @@ def dicom_frame_count(dataset: Any) -> int:
     return int(dataset.get("NumberOfFrames") or 1)
 
 
+def dicom_pixel_count(dataset: Any, path: Path) -> int:
+    """Rows × columns × frames, from the header."""
+    rows, columns = dicom_shape(dataset, path)
+    return rows * columns * dicom_frame_count(dataset)
+
+
 def dicom_shape(dataset: Any, path: Path) -> tuple[int, int]:
     """Rows and columns, read from the header before any pixel is decoded."""
     rows, columns = dataset.get("Rows"), dataset.get("Columns")

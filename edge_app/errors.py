@@ -44,6 +44,16 @@ class ImageTooLargeError(ImageReadError):
     """The image has more pixels than allowed (a guard against decompression bombs)."""
 
 
+class ImageShapeError(ImageReadError):
+    """The image's width and height are implausible for a radiograph (e.g. 1 × 1,000,000 pixels);
+    refused from the header, before decoding."""
+
+
+class EmptyImageError(ImageReadError):
+    """The image holds no content (blank, constant, or with most of it missing): a front end
+    must give it no verdict."""
+
+
 class UnsupportedPhotometricError(ImageReadError):
     """A DICOM file uses a photometric interpretation FractureEdge does not support."""
 

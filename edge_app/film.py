@@ -13,9 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from edge_app.errors import InvalidVolumeError
+from edge_app.errors import EmptyImageError, InvalidVolumeError
+from edge_app.limits import MIN_CONTENT_STD
 
-_LUMINANCE_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float64)
+_LUMINANCE_WEIGHTS = (0.299, 0.587, 0.114)
 
 EXPLORATORY_WARNING = (
     "exploratory: this is a slice of a volume (CT/MRI) or a frame of a multi-frame file, not a "
@@ -67,18 +68,72 @@ def check_finite(values: np.ndarray, source: Path) -> None:
 
 
 def luminance(rgb: np.ndarray) -> np.ndarray:
-    """ITU-R BT.601 luminance of the last axis (RGB), in float64, without 8-bit rounding."""
-    return np.asarray(rgb, dtype=np.float64)[..., :3] @ _LUMINANCE_WEIGHTS
+    """ITU-R BT.601 luminance of the last axis (RGB) as float32, without 8-bit rounding.
+
+    Accumulated one channel at a time, so the peak is two float32 planes, not a float64 copy
+    of all three channels (384 MB for a 16-megapixel image).
+    """
+    rgb = np.asarray(rgb)
+    result = np.zeros(rgb.shape[:-1], dtype=np.float32)
+    for channel, weight in enumerate(_LUMINANCE_WEIGHTS):
+        plane = rgb[..., channel].astype(np.float32)
+        plane *= np.float32(weight)
+        result += plane
+    return result
 
 
 def scale_to_unit(values: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Map ``low``..``high`` onto 0..1 (clipped, float32); an empty range gives zeros."""
+    """Map ``low``..``high`` onto 0..1 (clipped, float32, a new array); an empty range gives
+    zeros."""
     if high <= low:
         return np.zeros(np.shape(values), dtype=np.float32)
-    # float32 halves the memory of a large volume and is exact for 16-bit data.
-    scaled = (np.asarray(values, dtype=np.float32) - np.float32(low)) / np.float32(high - low)
+    # float32 halves the memory of a large volume and is exact for 16-bit data; one copy, then
+    # in place.
+    scaled = np.array(values, dtype=np.float32)
+    scaled -= np.float32(low)
+    scaled /= np.float32(high - low)
     return np.clip(scaled, 0.0, 1.0, out=scaled)
 
 
 def min_max_scale(values: np.ndarray) -> np.ndarray:
     return scale_to_unit(values, float(np.min(values)), float(np.max(values)))
+
+
+def content_spread(pixels: np.ndarray, rows_per_chunk: int = 256) -> float:
+    """The standard deviation of a 2-D image, accumulated in float64 a band of rows at a time
+    (no full-size temporary)."""
+    count = pixels.size
+    if count == 0:
+        return 0.0
+    total = squares = 0.0
+    for top in range(0, pixels.shape[0], rows_per_chunk):
+        band = pixels[top : top + rows_per_chunk].astype(np.float64)
+        total += float(band.sum())
+        squares += float(np.square(band, out=band).sum())
+    mean = total / count
+    return float(np.sqrt(max(squares / count - mean * mean, 0.0)))
+
+
+def has_content(pixels: np.ndarray) -> bool:
+    """False for a blank film: pixels that vary by less than :data:`MIN_CONTENT_STD`."""
+    return content_spread(pixels) >= MIN_CONTENT_STD
+
+
+def require_content(radiograph: Radiograph) -> Radiograph:
+    """The radiograph itself, or :class:`EmptyImageError` when it holds no image content."""
+    pixels = radiograph.pixels
+    spread = content_spread(pixels)
+    if spread >= MIN_CONTENT_STD:
+        return radiograph
+    low, high = float(pixels.min()), float(pixels.max())
+    found = (
+        f"every pixel is {low:.3g}"
+        if low == high
+        else f"its pixels span only {low:.3g} to {high:.3g} (standard deviation {spread:.2g})"
+    )
+    cut = " It was truncated, and the part that decoded is blank." if radiograph.truncated else ""
+    raise EmptyImageError(
+        f"{radiograph.source} holds no image content: {found}, below the "
+        f"{MIN_CONTENT_STD:.2g} standard deviation (one 8-bit grey level) any exposed film "
+        f"shows.{cut} A blank film gets no verdict; check the file or export it again."
+    )

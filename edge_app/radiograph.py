@@ -5,7 +5,7 @@ normal X-ray display. :func:`load_study` is what the app calls; it accepts
 
 * a 2-D image: JPEG, PNG or anything else Pillow opens (:func:`load_radiograph`);
 * a DICOM file, recognised by the ``DICM`` magic at byte 128 whatever its extension (a ``.dcm``
-  file without that preamble is accepted when pydicom finds pixel data in it);
+  file without that preamble is accepted when pydicom finds pixel data in its first MiB);
 * a NIfTI volume (``.nii``/``.nii.gz``), a multi-frame DICOM, or a folder holding one DICOM
   series (:func:`load_volume`, one :class:`Radiograph` per slice);
 * a folder of 2-D images (each image, sorted by file name).
@@ -36,16 +36,31 @@ Decisions worth knowing:
   When some pixels are transparent a warning says so.
 * **EXIF orientation** is applied, so the array is the image as a viewer shows it.
 * **Truncated files** are decoded strictly first; if Pillow reports truncation, they are decoded
-  again tolerantly and the radiograph carries a warning starting with ``"truncated"``. A JPEG
-  with no end-of-image marker after its last scan (cut short and padded, which libjpeg decodes
-  without complaint) gets the same warning.
-* **Size guard.** ``width * height`` is checked against ``max_pixels`` before any pixel is
-  decoded (:class:`ImageTooLargeError`). For volumes it applies to each slice, and the whole
-  volume may hold at most ``VOLUME_PIXEL_FACTOR * max_pixels`` voxels. Pillow's own
-  decompression-bomb error becomes :class:`ImageTooLargeError` too. Pillow's warning (above
-  ``PIL.Image.MAX_IMAGE_PIXELS``, about 89 million) is not caught, because that would need a
-  process-wide warning filter; with the default ``max_pixels`` every image that triggers it is
-  rejected by our own guard anyway.
+  again tolerantly and the radiograph carries a warning starting with ``"truncated"`` that says
+  how many rows at the bottom are filled in. A JPEG with no end-of-image marker after its last
+  scan (cut short and padded, which libjpeg decodes without complaint), or whose bottom rows
+  are libjpeg's flat fill grey (data that end early, then an end marker), gets the same warning.
+  When the filled-in rows are more than ``MAX_MISSING_SHARE`` (half) of the image, too little
+  film is left: :class:`EmptyImageError`.
+* **Films without content** (pixels whose standard deviation is below one 8-bit grey level:
+  all black, all white, one flat grey, a blank decode) raise :class:`EmptyImageError`: they
+  must get no verdict. In a study (a folder, a volume, a multi-page TIFF) blank films or slices
+  are left out with a warning on the others; when all are blank, the error is raised.
+* **Size guard.** ``width * height`` is checked against ``max_pixels`` and the proportions
+  against ``MAX_ASPECT_RATIO`` (10:1) before any pixel is decoded (:class:`ImageTooLargeError`,
+  :class:`ImageShapeError`). Images over ``WORKING_PIXELS`` (4096²) are reduced while decoding
+  by the smallest integer factor (JPEG: DCT scaling; others: box filter), so the returned
+  pixels, and their copies, stay small; ``metadata["original_size"]`` keeps the stored size.
+  For volumes the size applies to each slice, and a study (a volume, a folder, a multi-page
+  TIFF) may hold at most ``VOLUME_PIXEL_FACTOR * max_pixels`` pixels together, as decoded, and
+  ``MAX_STUDY_IMAGES`` images: every image of a study is returned at once, so this bounds the
+  memory the caller holds. Pillow's own decompression-bomb error becomes
+  :class:`ImageTooLargeError` too. Pillow's warning (above ``PIL.Image.MAX_IMAGE_PIXELS``,
+  about 89 million) is not caught, because that would need a process-wide warning filter; with
+  the default ``max_pixels`` every image that triggers it is rejected by our own guard anyway.
+* **Several frames.** A multi-page TIFF is a study of its pages (views) in :func:`load_study`;
+  :func:`load_radiograph` reads its first page with a warning. An animation (GIF, APNG, WebP)
+  is no radiograph: its first frame is read, with a warning.
 * **DICOM** applies the Modality LUT, then the file's VOI LUT or its first window (else the
   image's min-max), then scales to [0, 1]; MONOCHROME1 is inverted with a warning.
 * **Volumes** are windowed on the whole volume: ``window="bone"`` uses the bone preset for CT
@@ -74,23 +89,36 @@ from pathlib import Path
 from edge_app.dicom_io import (
     SUPPORTED_PHOTOMETRIC,
     dicom_frame_count,
+    dicom_pixel_count,
     load_dicom_image,
     read_dicom,
 )
-from edge_app.errors import ImageReadError
-from edge_app.film import Radiograph, with_warnings
-from edge_app.image_io import load_image
-from edge_app.limits import DEFAULT_MAX_PIXELS, VOLUME_PIXEL_FACTOR, check_max_pixels
+from edge_app.errors import EmptyImageError, ImageReadError
+from edge_app.film import Radiograph, require_content, with_warnings
+from edge_app.image_io import decoded_sizes, load_image
+from edge_app.limits import (
+    DEFAULT_MAX_PIXELS,
+    MAX_ASPECT_RATIO,
+    MAX_STUDY_IMAGES,
+    VOLUME_PIXEL_FACTOR,
+    WORKING_PIXELS,
+    check_max_pixels,
+    check_study_count,
+    check_study_size,
+)
 from edge_app.sniff import SUPPORTED_FORMATS, file_problem, sniff_format
 from edge_app.volume_io import load_dicom_series, load_dicom_volume, load_nifti, read_series_headers
 from edge_app.windowing import WINDOW_PRESETS, Window, validate_window
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
+    "MAX_ASPECT_RATIO",
+    "MAX_STUDY_IMAGES",
     "SUPPORTED_FORMATS",
     "SUPPORTED_PHOTOMETRIC",
     "VOLUME_PIXEL_FACTOR",
     "WINDOW_PRESETS",
+    "WORKING_PIXELS",
     "Radiograph",
     "Window",
     "load_radiograph",
@@ -115,15 +143,22 @@ def load_radiograph(
     ``draft_size`` lets a JPEG decode at a reduced scale (1/2, 1/4 or 1/8, never below
     ``draft_size`` on either side) straight from its DCT coefficients: much faster when only a
     thumbnail is needed, e.g. for the data audit. ``metadata["original_size"]`` keeps the
-    stored ``(width, height)`` either way. Other formats ignore it.
+    stored ``(width, height)`` either way. Other formats ignore it. A multi-page TIFF gives its
+    first page, with a warning (:func:`load_study` reads every page). Raises
+    :class:`EmptyImageError` for a film without image content.
     """
     path = Path(path)
     check_max_pixels(max_pixels)
     file_format = sniff_format(path)
     if file_format == "image":
-        return load_image(path, max_pixels, draft_size)
+        radiograph = load_image(path, max_pixels, draft_size)
+        pages = radiograph.metadata.get("page_count", 1)
+        if pages > 1:
+            warning = f"pages: the TIFF holds {pages} pages; only the first was read"
+            radiograph = with_warnings([radiograph], (warning,))[0]
+        return require_content(radiograph)
     if file_format == "dicom":
-        return load_dicom_image(path, max_pixels)
+        return require_content(load_dicom_image(path, max_pixels))
     if file_format == "directory":
         raise ImageReadError(f"{path} is a folder; open it with load_study() or load_volume().")
     raise ImageReadError(
@@ -140,9 +175,11 @@ def load_volume(
     """Load a NIfTI volume, a multi-frame DICOM or a folder holding one DICOM series.
 
     Returns one :class:`Radiograph` per slice with ``metadata["slice_index"]`` and
-    ``metadata["slice_count"]``. ``window`` is a name from :data:`WINDOW_PRESETS`
-    (Hounsfield units; ``"bone"`` falls back to percentiles for non-CT data), ``"auto"``
-    (1st-99th percentile of the whole volume) or an explicit ``(center, width)``.
+    ``metadata["slice_count"]``; slices without image content are left out, with a warning
+    naming them (:class:`EmptyImageError` when every slice is blank). ``window`` is a name from
+    :data:`WINDOW_PRESETS` (Hounsfield units; ``"bone"`` falls back to percentiles for non-CT
+    data), ``"auto"`` (1st-99th percentile of the whole volume) or an explicit
+    ``(center, width)``.
     """
     path = Path(path)
     check_max_pixels(max_pixels)
@@ -165,8 +202,13 @@ def load_study(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> lis
 
     A folder of DICOM files is a series (read as a volume) unless none of them has
     ImagePositionPatient, in which case each file is a radiograph. A folder of images yields
-    each image, sorted by file name. Files that cannot be read raise; nothing is skipped
-    silently.
+    each image, sorted by file name; a multi-page TIFF yields each page. Files that cannot be
+    read raise; films without image content are left out with a warning on the others
+    (:class:`EmptyImageError` when nothing is left); nothing is skipped silently.
+
+    Every image comes back at once, so the study is bounded before anything is decoded: at most
+    ``MAX_STUDY_IMAGES`` images and ``VOLUME_PIXEL_FACTOR × max_pixels`` pixels together, as
+    decoded (:class:`ImageTooLargeError`).
     """
     path = Path(path)
     check_max_pixels(max_pixels)
@@ -177,11 +219,13 @@ def load_study(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> lis
         return load_volume(path, max_pixels=max_pixels)
     if file_format == "dicom" and dicom_frame_count(read_dicom(path, header_only=True)) > 1:
         return load_volume(path, max_pixels=max_pixels)
+    if file_format == "image":
+        return _load_images([path], path, max_pixels)
     return [load_radiograph(path, max_pixels=max_pixels)]
 
 
 # ---------------------------------------------------------------------------------------------
-# Folders
+# Folders and other studies of several images
 # ---------------------------------------------------------------------------------------------
 
 
@@ -210,6 +254,7 @@ def _folder_files(folder: Path) -> tuple[list[Path], tuple[str, ...]]:
             f"{folder} holds no files{inside}{skipped}. Choose the folder that holds the images "
             "directly."
         )
+    check_study_count(len(files), folder)
     if subfolders:
         warnings.append(f"folder: subfolders are not read: {', '.join(subfolders)}")
     return files, tuple(warnings)
@@ -229,7 +274,7 @@ def _load_folder(folder: Path, max_pixels: int) -> list[Radiograph]:
     formats = {file: sniff_format(file) for file in files}
     kinds = set(formats.values())
     if kinds == {"image"}:
-        radiographs = [load_image(file, max_pixels) for file in files]
+        radiographs = _load_images(files, folder, max_pixels)
     elif kinds == {"dicom"}:
         radiographs = _load_dicom_folder(files, folder, max_pixels)
     else:
@@ -241,9 +286,54 @@ def _load_folder(folder: Path, max_pixels: int) -> list[Radiograph]:
     return with_warnings(radiographs, folder_warnings)
 
 
+def _load_images(files: Sequence[Path], source: Path, max_pixels: int) -> list[Radiograph]:
+    """Every page of every image file, bounded from the headers, decoded one at a time."""
+    plan = [(file, decoded_sizes(file, max_pixels)) for file in files]
+    total = sum(width * height for _, sizes in plan for width, height in sizes)
+    check_study_size(sum(len(sizes) for _, sizes in plan), total, max_pixels, source)
+    kept: list[Radiograph] = []
+    blank: list[tuple[str, EmptyImageError]] = []
+    for file, sizes in plan:
+        for page in range(len(sizes)):
+            name = f"{file.name} page {page + 1}" if len(sizes) > 1 else file.name
+            try:
+                kept.append(require_content(load_image(file, max_pixels, page=page)))
+            except EmptyImageError as error:
+                blank.append((name, error))
+    return _with_blank_warnings(kept, blank, source)
+
+
 def _load_dicom_folder(files: Sequence[Path], folder: Path, max_pixels: int) -> list[Radiograph]:
     headers = read_series_headers(files)
     if any("ImagePositionPatient" in dataset for _, dataset in headers):
         return load_dicom_series(headers, folder, "bone", max_pixels)
     LOGGER.info("%s: no ImagePositionPatient, reading each DICOM file as a radiograph", folder)
-    return [radiograph for file in files for radiograph in load_study(file, max_pixels=max_pixels)]
+    total = sum(dicom_pixel_count(dataset, file) for file, dataset in headers)
+    check_study_size(len(headers), total, max_pixels, folder)
+    kept: list[Radiograph] = []
+    blank: list[tuple[str, EmptyImageError]] = []
+    for file in files:
+        try:
+            kept.extend(load_study(file, max_pixels=max_pixels))
+        except EmptyImageError as error:
+            blank.append((file.name, error))
+    return _with_blank_warnings(kept, blank, folder)
+
+
+def _with_blank_warnings(
+    kept: list[Radiograph], blank: list[tuple[str, EmptyImageError]], source: Path
+) -> list[Radiograph]:
+    """The films with content, each warned about the blank ones left out; all blank raises."""
+    if not kept and len(blank) == 1:
+        raise blank[0][1]
+    if not kept:
+        names = ", ".join(name for name, _ in blank)
+        raise EmptyImageError(
+            f"{source} holds no image content: every film in it is blank or mostly missing "
+            f"({names}). A blank film gets no verdict; check the files or export them again."
+        ) from blank[0][1]
+    warnings = tuple(
+        f"blank: left out {name}, which holds no image content, so it gets no verdict"
+        for name, _ in blank
+    )
+    return with_warnings(kept, warnings)

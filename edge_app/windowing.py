@@ -10,10 +10,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from edge_app.errors import EmptyImageError
 from edge_app.film import (
     EXPLORATORY_WARNING,
     MONOCHROME1_WARNING,
     Radiograph,
+    has_content,
     scale_to_unit,
 )
 
@@ -109,7 +111,26 @@ def slices_to_radiographs(
     metadata: dict[str, Any],
     warnings: tuple[str, ...],
 ) -> list[Radiograph]:
+    """One radiograph per windowed slice, leaving out (with a warning) slices without content.
+
+    A blank slice (all air, padding, an all-zero volume) would otherwise get a verdict of its
+    own and move the study's mean; :class:`EmptyImageError` when every slice is blank.
+    """
     count = pixels.shape[0]
+    kept = [index for index in range(count) if has_content(pixels[index])]
+    if not kept:
+        value = float(pixels.min()) if pixels.size else 0.0
+        raise EmptyImageError(
+            f"{sources[0] if sources else 'the volume'} holds no image content: all {count} "
+            f"slices are blank after windowing (the whole volume reads {value:.3g} or nearly), "
+            "so no slice gets a verdict. Check the file, or try window='auto'."
+        )
+    if len(kept) < count:
+        left_out = _ranges(sorted(set(range(count)) - set(kept)))
+        warnings += (
+            f"blank: left out {count - len(kept)} of {count} slices that hold no image content "
+            f"after windowing (slices {left_out})",
+        )
     return [
         Radiograph(
             pixels=pixels[index],
@@ -118,5 +139,16 @@ def slices_to_radiographs(
             warnings=warnings,
             metadata={**metadata, "slice_index": index, "slice_count": count},
         )
-        for index in range(count)
+        for index in kept
     ]
+
+
+def _ranges(indices: list[int]) -> str:
+    """``[0, 1, 2, 5, 7, 8]`` → ``"0-2, 5, 7-8"``."""
+    runs: list[list[int]] = []
+    for index in indices:
+        if runs and index == runs[-1][1] + 1:
+            runs[-1][1] = index
+        else:
+            runs.append([index, index])
+    return ", ".join(str(low) if low == high else f"{low}-{high}" for low, high in runs)
