@@ -6,7 +6,9 @@ series are volumes (:mod:`edge_app.volume_io`), which reuse the reading function
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import struct
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import numpy as np
 from edge_app._optional import require
 from edge_app.errors import (
     CorruptImageError,
+    FractureEdgeError,
     ImageReadError,
     MissingDecoderError,
     UnsupportedPhotometricError,
@@ -22,13 +25,15 @@ from edge_app.errors import (
 from edge_app.film import (
     MONOCHROME1_WARNING,
     Radiograph,
+    block_mean,
     check_finite,
     luminance,
     min_max_scale,
     scale_to_unit,
 )
-from edge_app.limits import check_pixel_count
-from edge_app.sniff import open_regular_file
+from edge_app.library_logs import quiet_library_logs
+from edge_app.limits import check_pixel_count, reduction_factor
+from edge_app.sniff import ClampedReader, open_regular_file
 
 SUPPORTED_PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422")
 COLOUR_PHOTOMETRIC = frozenset({"RGB", "YBR_FULL", "YBR_FULL_422"})
@@ -49,6 +54,19 @@ _DECODER_PACKAGES = {
     "1.2.840.10008.1.2.4.203": _JPEG_2000_DECODERS,  # HTJ2K
 }
 _FALLBACK_DECODER = "python-gdcm"
+# What pydicom raises, besides its own errors, on bytes that do not match the header: every one
+# of them means a damaged file, never a bug of ours, as long as only pydicom runs inside.
+_PARSE_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    OverflowError,
+    struct.error,
+)
 
 
 def read_dicom(path: Path, *, header_only: bool = False) -> Any:
@@ -56,17 +74,46 @@ def read_dicom(path: Path, *, header_only: bool = False) -> Any:
     pydicom = require("pydicom", "read DICOM files")
     errors = require("pydicom.errors", "read DICOM files")
     try:
-        with open_regular_file(path) as stream:
-            dataset = pydicom.dcmread(stream, force=True, stop_before_pixels=header_only)
+        with open_regular_file(path) as stream, quiet_library_logs("pydicom"):
+            dataset = pydicom.dcmread(
+                ClampedReader(stream), force=True, stop_before_pixels=header_only
+            )
     except ImageReadError:
         raise
-    except (errors.InvalidDicomError, OSError, EOFError, ValueError, KeyError) as error:
+    except _PARSE_ERRORS + (NotImplementedError, errors.InvalidDicomError) as error:
         raise CorruptImageError(
             f"{path} looks like DICOM but pydicom cannot parse it ({error}). The file is "
             "damaged; export it again from the PACS or the modality."
         ) from error
     _fill_transfer_syntax(dataset)
     return dataset
+
+
+@contextmanager
+def dicom_errors(path: Path) -> Iterator[None]:
+    """Around code that reads a DICOM dataset: a failure of pydicom's or of the dataset's values
+    becomes :class:`CorruptImageError`.
+
+    pydicom converts each element's raw bytes when it is first accessed, so a damaged value (an
+    unknown VR, a length that does not fit, text where a number belongs) raises wherever the
+    element is read, not in ``dcmread``. Errors of our own (:class:`FractureEdgeError`) pass.
+    """
+    errors = require("pydicom.errors", "read DICOM files")
+    try:
+        yield
+    except FractureEdgeError:
+        raise
+    except _PARSE_ERRORS + (
+        NotImplementedError,
+        RuntimeError,
+        errors.InvalidDicomError,
+        errors.BytesLengthException,
+    ) as error:
+        raise CorruptImageError(
+            f"{path} looks like DICOM but its header or pixel data are malformed "
+            f"({type(error).__name__}: {error}). The file is damaged; export it again from the "
+            "PACS or the modality."
+        ) from error
 
 
 def _fill_transfer_syntax(dataset: Any) -> None:
@@ -84,6 +131,12 @@ def _fill_transfer_syntax(dataset: Any) -> None:
         dataset.file_meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
     else:
         dataset.file_meta.TransferSyntaxUID = uid.ExplicitVRBigEndian
+
+
+def dicom_file_frame_count(path: Path) -> int:
+    """How many frames a DICOM file holds, from its header."""
+    with dicom_errors(path):
+        return dicom_frame_count(read_dicom(path, header_only=True))
 
 
 def dicom_frame_count(dataset: Any) -> int:
@@ -111,11 +164,17 @@ def check_dicom_image(dataset: Any, path: Path) -> str:
     """Check that the dataset holds a supported image; return its photometric interpretation."""
     if not any(name in dataset for name in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
         sop_class = dataset.get("SOPClassUID")
-        kind = f" ({sop_class.name})" if sop_class is not None else ""
+        kind = f" ({getattr(sop_class, 'name', sop_class)})" if sop_class is not None else ""
         raise ImageReadError(
-            f"{path} is a DICOM file{kind} that holds no image, e.g. a structured report or "
-            "a plan. Open the DICOM file that holds the pixel data."
+            f"{path} is a DICOM file{kind} that holds no pixel data: a structured report or a "
+            "plan, or a file damaged before its pixel data. Open the DICOM file that holds the "
+            "image, or export it again."
         )
+    return check_photometric(dataset, path)
+
+
+def check_photometric(dataset: Any, path: Path) -> str:
+    """The photometric interpretation, if FractureEdge supports it (header only)."""
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     if photometric not in SUPPORTED_PHOTOMETRIC:
         raise UnsupportedPhotometricError(
@@ -128,8 +187,37 @@ def check_dicom_image(dataset: Any, path: Path) -> str:
 
 def _decode_dicom_pixels(dataset: Any, path: Path) -> np.ndarray:
     """``dataset.pixel_array`` with pydicom's failures turned into actionable errors."""
-    try:
+    with _decoder_errors(dataset, path):
         return np.asarray(dataset.pixel_array)
+
+
+def iter_dicom_frames(path: Path, header: Any) -> Iterator[np.ndarray]:
+    """The stored frames of a DICOM file, decoded one at a time straight from the file, so a
+    multi-frame file's pixel data are never held whole (``header``: from ``read_dicom(path,
+    header_only=True)``, which supplies the transfer syntax even for files without one)."""
+    pixels = require("pydicom.pixels", "read DICOM files")
+    transfer_syntax = header.file_meta.TransferSyntaxUID
+    with open_regular_file(path) as stream, _decoder_errors(header, path):
+        try:
+            yield from pixels.iter_pixels(
+                ClampedReader(stream), transfer_syntax_uid=transfer_syntax
+            )
+        except AttributeError as error:
+            if "no pixel data" not in str(error):
+                raise
+            raise ImageReadError(
+                f"{path} is a DICOM file that holds no pixel data: a structured report or a "
+                "plan, or a file damaged before its pixel data. Open the DICOM file that holds "
+                "the image, or export it again."
+            ) from error
+
+
+@contextmanager
+def _decoder_errors(dataset: Any, path: Path) -> Iterator[None]:
+    """Turn pydicom's decoding failures into actionable errors, and keep its logs quiet."""
+    try:
+        with quiet_library_logs("pydicom"):
+            yield
     except RuntimeError as error:
         # pydicom 3 raises RuntimeError both when every decoder plugin lacks its dependencies
         # and when the installed plugins all refused the data (e.g. Pillow and 12-bit JPEG).
@@ -142,7 +230,7 @@ def _decode_dicom_pixels(dataset: Any, path: Path) -> np.ndarray:
         ) from error
     except NotImplementedError as error:
         raise _missing_decoder_error(dataset, path, str(error)) from error
-    except (ValueError, AttributeError, EOFError, OSError) as error:
+    except _PARSE_ERRORS as error:
         raise CorruptImageError(
             f"{path}: the pixel data do not match the DICOM header ({error}). The file is "
             "damaged or truncated; export it again."
@@ -162,26 +250,31 @@ def _missing_decoder_error(dataset: Any, path: Path, reason: str) -> MissingDeco
 
 
 def dicom_values(dataset: Any, path: Path, photometric: str) -> np.ndarray:
-    """Decoded values as float32: Modality LUT applied (monochrome) or luminance (colour)."""
-    stored = _decode_dicom_pixels(dataset, path)
+    """Decoded values of a single-frame dataset as float32: Modality LUT applied (monochrome)
+    or luminance (colour)."""
+    return frame_values(_decode_dicom_pixels(dataset, path), dataset, 0, photometric, path)
+
+
+def frame_values(
+    stored: np.ndarray, dataset: Any, frame_index: int, photometric: str, path: Path
+) -> np.ndarray:
+    """One frame's stored values as float32: luminance for colour (pydicom already converted
+    YBR to RGB), else the Modality LUT or rescale, also where enhanced multi-frame files keep
+    it per frame."""
     if photometric in COLOUR_PHOTOMETRIC:
-        return luminance(stored).astype(np.float32)  # pydicom already converted YBR to RGB
-    values = _modality_values(stored, dataset).astype(np.float32)
+        return luminance(stored)
+    processing = require("pydicom.pixels", "read DICOM files")
+    whole_file = "ModalityLUTSequence" in dataset or "RescaleSlope" in dataset
+    transform = dataset if whole_file else _frame_transform(dataset, frame_index)
+    try:
+        values = np.asarray(processing.apply_modality_lut(stored, transform), dtype=np.float32)
+    except _PARSE_ERRORS as error:
+        raise CorruptImageError(
+            f"{path}: the Modality LUT or rescale in its header is unusable ({error}). The file "
+            "is damaged; export it again."
+        ) from error
     check_finite(values, path)
     return values
-
-
-def _modality_values(stored: np.ndarray, dataset: Any) -> np.ndarray:
-    """Apply the Modality LUT or rescale, also where enhanced multi-frame files keep it."""
-    processing = require("pydicom.pixels", "read DICOM files")
-    if "ModalityLUTSequence" in dataset or "RescaleSlope" in dataset:
-        return np.asarray(processing.apply_modality_lut(stored, dataset), dtype=np.float64)
-    frames = stored.reshape(-1, *stored.shape[-2:])
-    values = [
-        processing.apply_modality_lut(frame, _frame_transform(dataset, index))
-        for index, frame in enumerate(frames)
-    ]
-    return np.stack(values).astype(np.float64).reshape(stored.shape)
 
 
 def _frame_transform(dataset: Any, frame_index: int) -> Any:
@@ -197,6 +290,11 @@ def _frame_transform(dataset: Any, frame_index: int) -> Any:
 
 
 def load_dicom_image(path: Path, max_pixels: int) -> Radiograph:
+    with dicom_errors(path):
+        return _load_dicom_image(path, max_pixels)
+
+
+def _load_dicom_image(path: Path, max_pixels: int) -> Radiograph:
     dataset = read_dicom(path)
     photometric = check_dicom_image(dataset, path)
     frames = dicom_frame_count(dataset)
@@ -207,7 +305,7 @@ def load_dicom_image(path: Path, max_pixels: int) -> Radiograph:
         )
     rows, columns = dicom_shape(dataset, path)
     check_pixel_count(columns, rows, max_pixels, path)
-    values = dicom_values(dataset, path, photometric)
+    values = _reduced_values(dataset, path, photometric)
     if photometric in COLOUR_PHOTOMETRIC:
         pixels = scale_to_unit(values, 0, 2 ** _bits_stored(dataset) - 1)
         voi = "bit depth"
@@ -218,23 +316,42 @@ def load_dicom_image(path: Path, max_pixels: int) -> Radiograph:
         pixels = 1.0 - pixels
         warnings += (MONOCHROME1_WARNING,)
     metadata = {**dicom_metadata(dataset, photometric), "voi": voi}
+    if pixels.shape != (rows, columns):
+        metadata["original_size"] = (columns, rows)
     return Radiograph(
         pixels=pixels, source=str(path), kind="dicom", warnings=warnings, metadata=metadata
     )
 
 
+def _reduced_values(dataset: Any, path: Path, photometric: str) -> np.ndarray:
+    """:func:`dicom_values`, box-reduced first when the image is over ``WORKING_PIXELS``.
+
+    Reducing the stored values before the Modality LUT keeps the float copies small; a rescale
+    is linear, so it commutes with the mean (a LUT is applied to the rounded means).
+    """
+    stored = _decode_dicom_pixels(dataset, path)
+    factor = reduction_factor(stored.shape[1], stored.shape[0])
+    if factor > 1:
+        reduced = block_mean(stored, factor)
+        if "ModalityLUTSequence" in dataset:
+            reduced = np.rint(reduced).astype(stored.dtype)
+        del stored
+        stored = reduced
+    return frame_values(stored, dataset, 0, photometric, path)
+
+
 def _dicom_display(values: np.ndarray, dataset: Any) -> tuple[np.ndarray, str, tuple[str, ...]]:
     """Apply the file's VOI LUT or first window and scale to [0, 1]; min-max if it has none."""
     processing = require("pydicom.pixels", "read DICOM files")
-    output_range, voi = _voi_output_range(dataset)
-    if output_range is None:
-        return min_max_scale(values), "min-max", ()
-    if voi == "voi-lut":
-        values = np.rint(values).astype(np.int64)  # a LUT is indexed by integers
     try:
-        displayed = processing.apply_voi_lut(values, dataset, index=0)
-    except (ValueError, NotImplementedError, IndexError) as error:
-        warning = f"window: the file's {voi} is invalid ({error}); used the image's min-max"
+        output_range, voi = _voi_output_range(dataset)
+        if output_range is None:
+            return min_max_scale(values), "min-max", ()
+        # a LUT is indexed by integers
+        indices = np.rint(values).astype(np.int64) if voi == "voi-lut" else values
+        displayed = processing.apply_voi_lut(indices, dataset, index=0)
+    except _PARSE_ERRORS + (NotImplementedError,) as error:
+        warning = f"window: the file's window or VOI LUT is unusable ({error}); used min-max"
         return min_max_scale(values), "min-max", (warning,)
     return scale_to_unit(displayed, *output_range), voi, ()
 

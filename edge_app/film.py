@@ -99,6 +99,20 @@ def min_max_scale(values: np.ndarray) -> np.ndarray:
     return scale_to_unit(values, float(np.min(values)), float(np.max(values)))
 
 
+def block_mean(values: np.ndarray, factor: int) -> np.ndarray:
+    """Average ``factor`` × ``factor`` blocks over the first two axes, as float32; blocks at the
+    right and bottom edges average the pixels they have (as Pillow's ``Image.reduce``)."""
+    row_starts = np.arange(0, values.shape[0], factor)
+    column_starts = np.arange(0, values.shape[1], factor)
+    summed = np.add.reduceat(values, row_starts, axis=0, dtype=np.float32)
+    summed = np.add.reduceat(summed, column_starts, axis=1)
+    row_counts = np.diff(np.append(row_starts, values.shape[0]))
+    column_counts = np.diff(np.append(column_starts, values.shape[1]))
+    counts = np.multiply.outer(row_counts, column_counts).astype(np.float32)
+    summed /= counts.reshape(counts.shape + (1,) * (values.ndim - 2))
+    return summed
+
+
 def content_spread(pixels: np.ndarray, rows_per_chunk: int = 256) -> float:
     """The standard deviation of a 2-D image, accumulated in float64 a band of rows at a time
     (no full-size temporary)."""

@@ -7,6 +7,7 @@ The rules (bit depth, colour, alpha, EXIF orientation, truncation) are described
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,7 +31,7 @@ from edge_app.limits import (
     check_pixel_count,
     reduction_factor,
 )
-from edge_app.sniff import open_regular_file
+from edge_app.sniff import ClampedReader, open_regular_file
 
 LOGGER = logging.getLogger(__name__)
 
@@ -74,7 +75,20 @@ class _DecodedImage:
     jpeg_end_missing: bool
 
 
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
+# What Pillow's plugins raise on damaged data: besides OSError and SyntaxError (its documented
+# ones), a malformed TIFF directory can raise TypeError or KeyError, a bad chunk struct.error.
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    TypeError,
+    KeyError,
+    IndexError,
+    ZeroDivisionError,
+    OverflowError,
+    struct.error,
+)
 _JPEG_FILL = 128  # libjpeg's grey for data that are missing (DC 0)
 _JPEG_END_WINDOW = 1024 * 1024  # bytes before the decoder's stop searched for the end marker
 _TRANSPOSE = {
@@ -119,6 +133,15 @@ def decoded_sizes(path: Path, max_pixels: int) -> list[tuple[int, int]]:
     Raises the size and shape refusals of :func:`~edge_app.limits.check_pixel_count` for the
     first page that breaks them, before any pixel is decoded.
     """
+    try:
+        return _decoded_sizes(path, max_pixels)
+    except ImageReadError:
+        raise
+    except _DECODE_ERRORS as error:
+        raise _corrupt_image_error(path, error) from error
+
+
+def _decoded_sizes(path: Path, max_pixels: int) -> list[tuple[int, int]]:
     with open_regular_file(path) as stream:
         image = _open_image(stream, path)
         count = _tiff_page_count(image) if image.format == "TIFF" else 1
@@ -314,19 +337,23 @@ def _jpeg_end_marker_missing(stream: BinaryIO, decoded_up_to: int) -> bool:
 
 
 def _open_image(stream: BinaryIO, path: Path) -> Image.Image:
-    """``Image.open`` reads only the header, so the size is known before any pixel is decoded."""
+    """``Image.open`` reads only the header, so the size is known before any pixel is decoded.
+
+    Pillow reads through :class:`ClampedReader`: a chunk length of gigabytes in a small file
+    must not become an allocation of gigabytes.
+    """
     try:
-        return Image.open(stream)
+        return Image.open(ClampedReader(stream))  # type: ignore[arg-type]
     except Image.DecompressionBombError as error:
         raise ImageTooLargeError(
             f"Pillow refused {path} as a possible decompression bomb ({error}). That is above "
             "Pillow's own hard limit (twice PIL.Image.MAX_IMAGE_PIXELS), which max_pixels= "
             "cannot lift; downscale the image with another tool first."
         ) from error
-    except UnidentifiedImageError as error:
+    except (UnidentifiedImageError, *_DECODE_ERRORS) as error:
         raise CorruptImageError(
-            f"{path} starts like an image but Pillow cannot read its header; the file is "
-            "damaged. Export or copy it again."
+            f"{path} starts like an image but Pillow cannot read its header ({error}); the file "
+            "is damaged. Export or copy it again."
         ) from error
 
 

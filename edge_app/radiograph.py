@@ -88,10 +88,10 @@ from pathlib import Path
 
 from edge_app.dicom_io import (
     SUPPORTED_PHOTOMETRIC,
-    dicom_frame_count,
+    dicom_errors,
+    dicom_file_frame_count,
     dicom_pixel_count,
     load_dicom_image,
-    read_dicom,
 )
 from edge_app.errors import EmptyImageError, ImageReadError
 from edge_app.film import Radiograph, require_content, with_warnings
@@ -106,8 +106,9 @@ from edge_app.limits import (
     check_study_count,
     check_study_size,
 )
+from edge_app.nifti_io import load_nifti
 from edge_app.sniff import SUPPORTED_FORMATS, file_problem, sniff_format
-from edge_app.volume_io import load_dicom_series, load_dicom_volume, load_nifti, read_series_headers
+from edge_app.volume_io import load_dicom_series, load_dicom_volume, read_series_headers
 from edge_app.windowing import WINDOW_PRESETS, Window, validate_window
 
 __all__ = [
@@ -217,7 +218,7 @@ def load_study(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> lis
         return _load_folder(path, max_pixels)
     if file_format == "nifti":
         return load_volume(path, max_pixels=max_pixels)
-    if file_format == "dicom" and dicom_frame_count(read_dicom(path, header_only=True)) > 1:
+    if file_format == "dicom" and dicom_file_frame_count(path) > 1:
         return load_volume(path, max_pixels=max_pixels)
     if file_format == "image":
         return _load_images([path], path, max_pixels)
@@ -308,7 +309,10 @@ def _load_dicom_folder(files: Sequence[Path], folder: Path, max_pixels: int) -> 
     if any("ImagePositionPatient" in dataset for _, dataset in headers):
         return load_dicom_series(headers, folder, "bone", max_pixels)
     LOGGER.info("%s: no ImagePositionPatient, reading each DICOM file as a radiograph", folder)
-    total = sum(dicom_pixel_count(dataset, file) for file, dataset in headers)
+    total = 0
+    for file, dataset in headers:
+        with dicom_errors(file):
+            total += dicom_pixel_count(dataset, file)
     check_study_size(len(headers), total, max_pixels, folder)
     kept: list[Radiograph] = []
     blank: list[tuple[str, EmptyImageError]] = []

@@ -14,7 +14,7 @@ import os
 import stat
 import zlib
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from PIL import Image
 
@@ -91,6 +91,29 @@ def open_regular_file(path: Path) -> BinaryIO:
         os.close(descriptor)
         raise
     return os.fdopen(descriptor, "rb")
+
+
+class ClampedReader:
+    """A read-only view of an open regular file whose ``read(n)`` never asks for more than the
+    file still holds.
+
+    Parsers trust length fields: pydicom reads a value of the length the element declares, and
+    Python allocates the whole request before reading. A 2 GB length in a 1 MB file then costs
+    1 MB (and the parser meets the end of the file) instead of a 2 GB allocation.
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        self._size = os.fstat(stream.fileno()).st_size
+
+    def read(self, size: int | None = -1) -> bytes:
+        remaining = max(0, self._size - self._stream.tell())
+        if size is None or size < 0 or size > remaining:
+            size = remaining
+        return self._stream.read(size)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 def file_problem(path: Path) -> str | None:
@@ -194,11 +217,13 @@ def is_nifti_header(header: bytes) -> bool:
 def _pillow_identifies(stream: BinaryIO, path: Path) -> bool:
     stream.seek(0)
     try:
-        with Image.open(stream):  # reads the header only
+        with Image.open(ClampedReader(stream)):  # type: ignore[arg-type]  # the header only
             return True
     except Image.DecompressionBombError:
         return True  # an image, only too large: loading it reports that
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
+    # Pillow's plugins raise many types on bytes that are not theirs (see image_io); each means
+    # "not an image Pillow reads", which the caller reports.
+    except Exception as error:  # noqa: BLE001
         LOGGER.debug("Pillow does not identify %s: %s", path, error)
         return False
 

@@ -1,44 +1,74 @@
-"""Volumes, read slice by slice: multi-frame DICOM, a folder holding one DICOM series, NIfTI.
+"""DICOM volumes, read slice by slice: multi-frame files and folders holding one series.
 
 Each slice becomes a :class:`~edge_app.film.Radiograph` carrying the exploratory warning; the
-volume is windowed as a whole (:mod:`edge_app.windowing`).
+volume is windowed as a whole (:mod:`edge_app.windowing`). NIfTI is in :mod:`edge_app.nifti_io`.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge_app._optional import require
 from edge_app.dicom_io import (
     check_dicom_image,
+    check_photometric,
+    dicom_errors,
     dicom_frame_count,
     dicom_metadata,
     dicom_shape,
     dicom_values,
+    frame_values,
+    iter_dicom_frames,
     read_dicom,
 )
 from edge_app.errors import CorruptImageError, ImageReadError, InvalidVolumeError
-from edge_app.film import Radiograph, check_finite
-from edge_app.limits import check_volume_size
+from edge_app.film import Radiograph
+from edge_app.limits import check_aspect_ratio, check_volume_size
 from edge_app.windowing import Window, display_volume, looks_like_hounsfield, slices_to_radiographs
 
 
 def load_dicom_volume(path: Path, window: str | Window, max_pixels: int) -> list[Radiograph]:
-    """A multi-frame (or single-frame) DICOM file as a volume, one radiograph per frame."""
-    dataset = read_dicom(path)
-    photometric = check_dicom_image(dataset, path)
-    (rows, columns), frames = dicom_shape(dataset, path), dicom_frame_count(dataset)
+    """A multi-frame (or single-frame) DICOM file as a volume, one radiograph per frame.
+
+    The frames are decoded one at a time from the file into the float32 volume, which is then
+    windowed in place: the peak is that volume and one frame.
+    """
+    with dicom_errors(path):
+        return _load_dicom_volume(path, window, max_pixels)
+
+
+def _load_dicom_volume(path: Path, window: str | Window, max_pixels: int) -> list[Radiograph]:
+    header = read_dicom(path, header_only=True)
+    photometric = check_photometric(header, path)
+    (rows, columns), frames = dicom_shape(header, path), dicom_frame_count(header)
+    check_aspect_ratio(columns, rows, path)
     check_volume_size(rows * columns, frames, max_pixels, path)
-    volume = dicom_values(dataset, path, photometric).reshape(frames, rows, columns)
+    volume = np.empty((frames, rows, columns), dtype=np.float32)
+    decoded = 0
+    for index, stored in enumerate(iter_dicom_frames(path, header)):
+        if index >= frames or stored.shape[:2] != (rows, columns):
+            raise CorruptImageError(
+                f"{path}: its pixel data do not match the header ({frames} frames of "
+                f"{rows}×{columns}). The file is damaged; export it again."
+            )
+        volume[index] = frame_values(stored, header, index, photometric, path)
+        decoded += 1
+    if decoded != frames:
+        raise CorruptImageError(
+            f"{path}: the header declares {frames} frames but the pixel data hold {decoded}. "
+            "The file is truncated; export it again."
+        )
     pixels, window_metadata, warnings = display_volume(
-        volume, window, is_ct=_is_ct(dataset, volume), monochrome1=photometric == "MONOCHROME1"
+        volume,
+        window,
+        is_ct=_is_ct(header, volume),
+        monochrome1=photometric == "MONOCHROME1",
+        in_place=True,
     )
-    metadata = {**dicom_metadata(dataset, photometric), **window_metadata}
+    metadata = {**dicom_metadata(header, photometric), **window_metadata}
     return slices_to_radiographs(pixels, [str(path)] * frames, "dicom", metadata, warnings)
 
 
@@ -48,10 +78,22 @@ def _is_ct(dataset: Any, volume: np.ndarray) -> bool:
 
 
 def read_series_headers(files: Sequence[Path]) -> list[tuple[Path, Any]]:
-    return [(file, read_dicom(file, header_only=True)) for file in files]
+    headers = []
+    for file in files:
+        with dicom_errors(file):
+            headers.append((file, read_dicom(file, header_only=True)))
+    return headers
 
 
 def load_dicom_series(
+    headers: list[tuple[Path, Any]], folder: Path, window: str | Window, max_pixels: int
+) -> list[Radiograph]:
+    """The slices of one series (the files' headers given), sorted along the slice normal."""
+    with dicom_errors(folder):
+        return _load_dicom_series(headers, folder, window, max_pixels)
+
+
+def _load_dicom_series(
     headers: list[tuple[Path, Any]], folder: Path, window: str | Window, max_pixels: int
 ) -> list[Radiograph]:
     series = _single_series(headers, folder)
@@ -61,7 +103,11 @@ def load_dicom_series(
     check_volume_size(rows * columns, len(ordered), max_pixels, folder)
     volume, photometric = _read_series_values(ordered, rows, columns)
     pixels, window_metadata, warnings = display_volume(
-        volume, window, is_ct=_is_ct(first, volume), monochrome1=photometric == "MONOCHROME1"
+        volume,
+        window,
+        is_ct=_is_ct(first, volume),
+        monochrome1=photometric == "MONOCHROME1",
+        in_place=True,
     )
     metadata = {
         **dicom_metadata(first, photometric),
@@ -142,76 +188,3 @@ def _read_series_values(
             )
         volume[index] = dicom_values(dataset, file, photometric)
     return volume, photometric
-
-
-# ---------------------------------------------------------------------------------------------
-# NIfTI
-# ---------------------------------------------------------------------------------------------
-
-
-def load_nifti(path: Path, window: str | Window, max_pixels: int) -> list[Radiograph]:
-    nibabel = require("nibabel", "read NIfTI volumes")
-    image = _read_nifti(nibabel, path)
-    image, shape_warnings = _spatial_volume(nibabel, image, path, max_pixels)
-    try:
-        canonical = nibabel.as_closest_canonical(image)
-        data = np.asarray(canonical.dataobj, dtype=np.float32)
-    except (OSError, EOFError, ValueError, zlib.error) as error:
-        raise CorruptImageError(
-            f"{path}: the NIfTI voxel data cannot be read ({error}); the file is truncated or "
-            "damaged. Export it again."
-        ) from error
-    check_finite(data, path)
-    # After as_closest_canonical the axes point to the patient's Right, Anterior and Superior.
-    # Show each axial slice as DICOM viewers do (radiological convention): anterior at the top,
-    # the patient's right on the viewer's left.
-    volume = np.flip(np.transpose(data, (2, 1, 0)), axis=(1, 2))
-    pixels, window_metadata, warnings = display_volume(
-        volume, window, is_ct=looks_like_hounsfield(volume), monochrome1=False
-    )
-    metadata = {**window_metadata, "orientation": "RAS, axial slices inferior to superior"}
-    sources = [str(path)] * volume.shape[0]
-    return slices_to_radiographs(pixels, sources, "nifti", metadata, shape_warnings + warnings)
-
-
-def _read_nifti(nibabel: Any, path: Path) -> Any:
-    try:
-        return nibabel.load(path)
-    except (nibabel.filebasedimages.ImageFileError, OSError, EOFError, ValueError) as error:
-        raise CorruptImageError(
-            f"{path} looks like NIfTI but nibabel cannot read it ({error}). Export it again."
-        ) from error
-
-
-def _spatial_volume(
-    nibabel: Any, image: Any, path: Path, max_pixels: int
-) -> tuple[Any, tuple[str, ...]]:
-    """Reduce the image to three spatial axes, checking the size before reading any voxel."""
-    shape = tuple(int(size) for size in image.shape)
-    if len(shape) < 2 or any(size > 1 for size in shape[4:]):
-        raise InvalidVolumeError(
-            f"{path} has shape {shape}; FractureEdge reads 2-D, 3-D and 4-D NIfTI (the first "
-            "volume of a 4-D series). Extract one 3-D volume first (e.g. fslroi)."
-        )
-    warnings: tuple[str, ...] = ()
-    if len(shape) > 3:
-        if shape[3] > 1:
-            warnings = (f"4-D: used the first of {shape[3]} volumes",)
-        image = image.slicer[(slice(None),) * 3 + (0,) * (len(shape) - 3)]
-    plane_pixels, slice_count = _canonical_plane(nibabel, image)
-    check_volume_size(plane_pixels, slice_count, max_pixels, path)
-    if len(shape) == 2:
-        data = np.asanyarray(image.dataobj)[..., np.newaxis]
-        image = nibabel.Nifti1Image(data, image.affine)
-    return image, warnings
-
-
-def _canonical_plane(nibabel: Any, image: Any) -> tuple[int, int]:
-    """Pixels per slice and slice count once the image is in canonical (RAS) orientation."""
-    shape = tuple(image.shape) + (1,) * (3 - len(image.shape))
-    # io_orientation gives, for each stored axis, the RAS axis it becomes; RAS axis 2 (superior)
-    # is the slice axis.
-    orientation = nibabel.orientations.io_orientation(image.affine)
-    slice_axis = next((axis for axis in range(3) if orientation[axis, 0] == 2), 2)
-    plane = [shape[axis] for axis in range(3) if axis != slice_axis]
-    return plane[0] * plane[1], shape[slice_axis]

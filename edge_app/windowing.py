@@ -16,7 +16,6 @@ from edge_app.film import (
     MONOCHROME1_WARNING,
     Radiograph,
     has_content,
-    scale_to_unit,
 )
 
 
@@ -56,13 +55,22 @@ def validate_window(window: str | tuple[float, float]) -> str | Window:
 
 
 def display_volume(
-    volume: np.ndarray, window: str | Window, *, is_ct: bool, monochrome1: bool
+    volume: np.ndarray,
+    window: str | Window,
+    *,
+    is_ct: bool,
+    monochrome1: bool,
+    in_place: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any], tuple[str, ...]]:
-    """Window the whole volume into [0, 1] and describe how; slices then share one scale."""
+    """Window the whole volume into [0, 1] and describe how; slices then share one scale.
+
+    With ``in_place`` the (writable float32) ``volume`` itself becomes the result, so a volume
+    near the size limit is never held twice.
+    """
     chosen, how, warnings = _resolve_window(window, volume, is_ct)
-    pixels = _apply_window(volume, chosen)
+    pixels = _apply_window(volume, chosen, in_place=in_place)
     if monochrome1:
-        pixels = np.float32(1.0) - pixels
+        np.subtract(np.float32(1.0), pixels, out=pixels)
         warnings += (MONOCHROME1_WARNING,)
     metadata = {"window": (chosen.center, chosen.width), "window_source": how, "hounsfield": is_ct}
     return pixels, metadata, (EXPLORATORY_WARNING, *warnings)
@@ -84,19 +92,29 @@ def _resolve_window(
     return WINDOW_PRESETS[window], f"preset {window}", warnings
 
 
+# np.percentile sorts a copy of its input; above this many voxels, it gets every k-th slice.
+_PERCENTILE_SAMPLE = 16 * 1024 * 1024
+
+
 def _percentile_window(volume: np.ndarray) -> Window:
-    low, high = (float(value) for value in np.percentile(volume, [1.0, 99.0]))
+    step = -(-volume.size // _PERCENTILE_SAMPLE)
+    sample = volume[::step] if step > 1 else volume
+    low, high = (float(value) for value in np.percentile(sample, [1.0, 99.0]))
     if high <= low:
         low, high = float(volume.min()), float(volume.max())
     return Window(center=(low + high) / 2.0, width=high - low)
 
 
-def _apply_window(values: np.ndarray, window: Window) -> np.ndarray:
+def _apply_window(values: np.ndarray, window: Window, *, in_place: bool = False) -> np.ndarray:
     """Linear window into [0, 1]; a zero width (constant data) becomes a step, not a 0/0."""
+    out = values if in_place else np.array(values, dtype=np.float32)
     if window.width <= 0:
-        return (values > window.center).astype(np.float32)
+        np.copyto(out, values > window.center)
+        return out
     low = window.center - window.width / 2.0
-    return scale_to_unit(values, low, low + window.width)
+    out -= np.float32(low)
+    out /= np.float32(window.width)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def looks_like_hounsfield(volume: np.ndarray) -> bool:

@@ -20,6 +20,8 @@ RUNTIME_MODULES = [
     "edge_app.dicom_io",
     "edge_app.windowing",
     "edge_app.volume_io",
+    "edge_app.nifti_io",
+    "edge_app.library_logs",
     "edge_app.files",
     "edge_app.metrics",
     "edge_app.labelled_folder",

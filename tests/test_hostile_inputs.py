@@ -7,6 +7,8 @@ whole-file scan (17 s, forever), not a slow machine.
 
 from __future__ import annotations
 
+import gzip
+import logging
 import os
 import re
 import struct
@@ -24,10 +26,14 @@ import pytest
 from PIL import Image
 
 from edge_app.errors import (
+    CorruptImageError,
     EmptyImageError,
     ImageNotFoundError,
+    ImageReadError,
     ImageShapeError,
     ImageTooLargeError,
+    InvalidVolumeError,
+    MissingDecoderError,
     NotAnImageError,
     NotARegularFileError,
 )
@@ -318,3 +324,204 @@ def test_multi_page_tiff_is_a_study_of_its_pages(tmp_path: Path) -> None:
     np.testing.assert_allclose(views[1].pixels, gradient()[::-1] / 255.0, atol=1e-7)
     first = load_radiograph(tmp_path / "views.tif")
     assert "pages: the TIFF holds 2 pages; only the first was read" in first.warnings
+
+
+# ---------------------------------------------------------------------------------------------
+# Volumes: bombs, bounded reads, blank volumes (items 2, 4)
+# ---------------------------------------------------------------------------------------------
+
+
+def nifti_header(shape: tuple[int, ...], datatype: int = 2, bitpix: int = 8, **fields) -> bytes:
+    """A little-endian single-file NIfTI-1 header and its 4-byte extension flag."""
+    header = bytearray(348)
+    struct.pack_into("<i", header, 0, 348)
+    struct.pack_into("<8h", header, 40, len(shape), *shape, *[1] * (7 - len(shape)))
+    struct.pack_into("<hh", header, 70, datatype, bitpix)
+    struct.pack_into("<8f", header, 76, *[1.0] * 8)
+    struct.pack_into("<f", header, 108, fields.get("vox_offset", 352.0))
+    struct.pack_into("<ff", header, 112, fields.get("slope", 1.0), fields.get("intercept", 0.0))
+    struct.pack_into("<hh", header, 252, 0, 1)
+    affine = fields.get("affine", np.eye(4))
+    for row in range(3):
+        struct.pack_into("<4f", header, 280 + 16 * row, *affine[row])
+    header[344:348] = b"n+1\x00"
+    return bytes(header) + b"\x00" * 4
+
+
+def test_gzip_nifti_bomb_is_refused_from_its_header(tmp_path: Path) -> None:
+    """About a billion voxels declared in a file of a few hundred bytes: refused before any
+    voxel is inflated (it used to inflate and convert them: 8 GB)."""
+    bomb = tmp_path / "bomb.nii.gz"
+    with gzip.open(bomb, "wb") as stream:
+        stream.write(nifti_header((1024, 1024, 960)) + bytes(4096))
+    with pytest.raises(ImageTooLargeError, match=r"1,006,632,960 voxels.*volume limit"):
+        finishes_within(10, lambda: load_study(bomb))
+
+
+def test_nifti_whose_voxels_end_early_is_refused_as_truncated(tmp_path: Path) -> None:
+    short = tmp_path / "short.nii.gz"
+    with gzip.open(short, "wb") as stream:
+        stream.write(nifti_header((64, 64, 8)) + bytes(64 * 64 * 3))
+    with pytest.raises(CorruptImageError, match="voxel data end early"):
+        load_study(short)
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"vox_offset": 3e9}, "voxel data at byte 3,000,000,000"),
+        ({"vox_offset": float("nan")}, "voxel data at byte nan"),
+        ({"slope": 1.0, "intercept": float("nan")}, "invalid intercept"),
+        ({"affine": np.zeros((4, 4))}, "orientation"),
+        ({"affine": np.full((4, 4), np.nan)}, "orientation"),
+    ],
+)
+def test_malformed_nifti_header_is_an_image_read_error(
+    tmp_path: Path, fields: dict, message: str
+) -> None:
+    path = tmp_path / "bad.nii"
+    path.write_bytes(nifti_header((8, 8, 2), **fields) + bytes(8 * 8 * 2))
+    with pytest.raises(CorruptImageError, match=message):
+        load_study(path)
+
+
+def test_nifti_of_unsupported_voxel_type_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "rgb.nii"
+    path.write_bytes(nifti_header((8, 8, 2), datatype=128, bitpix=24) + bytes(8 * 8 * 2 * 3))
+    with pytest.raises(InvalidVolumeError, match="integer and floating-point"):
+        load_study(path)
+
+
+def test_all_zero_volume_is_refused_and_blank_slices_are_left_out(tmp_path: Path) -> None:
+    zeros = tmp_path / "zeros.nii"
+    zeros.write_bytes(nifti_header((16, 16, 6)) + bytes(16 * 16 * 6))
+    with pytest.raises(EmptyImageError, match="all 6 slices are blank"):
+        load_study(zeros)
+    volume = np.zeros((16, 16, 6), np.uint8)
+    volume[:, :, 2:4] = gradient(16, 16)[..., None]  # only slices 2 and 3 hold anything
+    mixed = tmp_path / "mixed.nii"
+    mixed.write_bytes(nifti_header((16, 16, 6)) + volume.tobytes(order="F"))
+    slices = load_study(mixed)
+    assert [s.metadata["slice_index"] for s in slices] == [2, 3]
+    assert "left out 4 of 6 slices that hold no image content" in "\n".join(slices[0].warnings)
+    assert "(slices 0-1, 4-5)" in "\n".join(slices[0].warnings)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every loader failure is an ImageReadError (item 7)
+# ---------------------------------------------------------------------------------------------
+
+
+def write_dicom(path: Path, pixels: np.ndarray, **elements: Any) -> Path:
+    """A minimal single-frame MONOCHROME2 secondary-capture file."""
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset = Dataset()
+    dataset.file_meta = meta
+    dataset.SOPClassUID = meta.MediaStorageSOPClassUID
+    dataset.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    dataset.Modality = "DX"
+    dataset.Rows, dataset.Columns = pixels.shape
+    dataset.SamplesPerPixel = 1
+    dataset.PhotometricInterpretation = "MONOCHROME2"
+    dataset.BitsAllocated, dataset.BitsStored, dataset.HighBit = 16, 12, 11
+    dataset.PixelRepresentation = 0
+    for keyword, value in elements.items():
+        setattr(dataset, keyword, value)
+    dataset.PixelData = pixels.astype("<u2").tobytes()
+    pydicom.dcmwrite(path, dataset, enforce_file_format=True)
+    return path
+
+
+def test_dicom_with_an_unreadable_window_falls_back_to_min_max_with_a_warning(
+    tmp_path: Path,
+) -> None:
+    film = (gradient() * 16).astype(np.uint16)
+    path = write_dicom(tmp_path / "film.dcm", film, WindowCenter="2000", WindowWidth="4000")
+    data = path.read_bytes().replace(b"2000", b"2O00", 1)  # the letter O: not a number
+    path.write_bytes(data)
+    radiograph = load_radiograph(path)
+    assert radiograph.metadata["voi"] == "min-max"
+    assert any(w.startswith("window: the file's window") for w in radiograph.warnings)
+
+
+def test_dicom_element_with_an_impossible_length_is_corrupt_not_a_2_gb_read(
+    tmp_path: Path,
+) -> None:
+    path = write_dicom(tmp_path / "film.dcm", (gradient() * 16).astype(np.uint16))
+    data = bytearray(path.read_bytes())
+    # (0008,0060) Modality, "CS" with a 2-byte length, becomes an "OB" whose 4-byte length
+    # claims about 2 GB in a file of a few kilobytes.
+    modality = data.find(b"\x08\x00\x60\x00CS")
+    data[modality + 4 : modality + 8] = b"OB\x00\x00" + struct.pack("<I", 0x7FFF_FFF0)
+    path.write_bytes(bytes(data))
+    result = run_capped(
+        f"""
+        from edge_app.errors import ImageReadError
+        from edge_app.radiograph import load_study
+        try:
+            load_study({str(path)!r})
+        except ImageReadError as error:
+            print(error)
+        """,
+        cap_mb=1024,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]  # a MemoryError would end up here
+    assert "holds no pixel data" in result.stdout or "malformed" in result.stdout
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow and pydicom warn about the damage
+def test_hostile_mutations_of_real_files_raise_image_read_errors_only(tmp_path: Path) -> None:
+    """A small, seeded fuzz: truncations and corrupted bytes of a DICOM, a NIfTI, a PNG, a
+    JPEG and a TIFF. Each either loads or raises an ImageReadError, never a bare ValueError,
+    TypeError or KeyError (which front ends show as a crash)."""
+    pydicom_data = pytest.importorskip("pydicom.data")
+    seeds = {".dcm": Path(pydicom_data.get_testdata_file("CT_small.dcm")).read_bytes()}
+    volume = np.zeros((16, 12, 4), np.uint8)
+    volume[:] = gradient(16, 12)[..., None]
+    seeds[".nii"] = nifti_header((16, 12, 4)) + volume.tobytes(order="F")
+    for suffix in (".png", ".jpg", ".tif"):
+        seeds[suffix] = save_png(tmp_path / f"seed{suffix}").read_bytes()
+    rng = np.random.default_rng(15)
+    escaped = []
+    for suffix, data in seeds.items():
+        for trial in range(60):
+            mutated = bytearray(data)
+            if trial % 3 == 0:
+                mutated = mutated[: int(rng.integers(1, len(data)))]
+            else:
+                for _ in range(int(rng.integers(1, 6))):
+                    position = int(rng.integers(0, min(len(mutated), 1500)))
+                    mutated[position] = int(rng.integers(0, 256))
+            path = tmp_path / f"case_{trial}{suffix}"
+            path.write_bytes(bytes(mutated))
+            try:
+                load_study(path)
+            except ImageReadError:
+                pass
+            except Exception as error:  # noqa: BLE001 - what the test is looking for
+                escaped.append(f"{path.name}: {type(error).__name__}: {error}")
+    assert not escaped, "\n".join(escaped[:10])
+
+
+def test_pydicom_log_records_of_a_handled_failure_stay_out_of_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pydicom_data = pytest.importorskip("pydicom.data")
+    path = pydicom_data.get_testdata_file("JPEG-lossy.dcm")  # 12-bit JPEG: Pillow refuses it
+    caplog.set_level(logging.WARNING)
+    try:
+        load_radiograph(path)
+    except MissingDecoderError as error:
+        assert "pip install" in str(error)
+    else:
+        pytest.skip("a 12-bit JPEG decoder is installed, so pydicom does not fail here")
+    assert [r for r in caplog.records if r.name.startswith("pydicom")] == []
+    pydicom_loggers = [name for name in logging.root.manager.loggerDict if "pydicom" in name]
+    assert all(not logging.getLogger(name).filters for name in pydicom_loggers)  # removed again

@@ -441,7 +441,7 @@ def test_palette_colour_is_rejected_by_name() -> None:
 
 
 def test_structured_report_holds_no_image() -> None:
-    with pytest.raises(ImageReadError, match="holds no image"):
+    with pytest.raises(ImageReadError, match="holds no pixel data"):
         load_study(bundled_file("test-SR.dcm"))
 
 
