@@ -32,7 +32,7 @@ from edge_app.film import (
     scale_to_unit,
 )
 from edge_app.library_logs import quiet_library_logs
-from edge_app.limits import check_pixel_count, reduction_factor
+from edge_app.limits import DICOM_ZERO_RUN_LIMIT, check_pixel_count, reduction_factor
 from edge_app.sniff import ClampedReader, open_regular_file
 
 SUPPORTED_PHOTOMETRIC = ("MONOCHROME1", "MONOCHROME2", "RGB", "YBR_FULL", "YBR_FULL_422")
@@ -75,9 +75,8 @@ def read_dicom(path: Path, *, header_only: bool = False) -> Any:
     errors = require("pydicom.errors", "read DICOM files")
     try:
         with open_regular_file(path) as stream, quiet_library_logs("pydicom"):
-            dataset = pydicom.dcmread(
-                ClampedReader(stream), force=True, stop_before_pixels=header_only
-            )
+            reader = ClampedReader(stream, path, zero_run_limit=DICOM_ZERO_RUN_LIMIT)
+            dataset = pydicom.dcmread(reader, force=True, stop_before_pixels=header_only)
     except ImageReadError:
         raise
     except _PARSE_ERRORS + (NotImplementedError, errors.InvalidDicomError) as error:

@@ -22,6 +22,9 @@ WORKING_PIXELS = 4096 * 4096
 # The long side may be at most this many times the short side. A long-leg or full-spine film
 # is about 1:4; 1 × 1,000,000 is no radiograph, and letterboxing it gives a line.
 MAX_ASPECT_RATIO = 10
+# pydicom parses zero bytes as empty elements, 8 at a time (64 MB of them: a minute); this many
+# zero-only element reads in a row end the read of a file with a DICOM preamble.
+DICOM_ZERO_RUN_LIMIT = 4096
 # A NIfTI header and its extensions are parsed from at most this many (decompressed) bytes; the
 # voxels must start within them. Real headers are 352 bytes plus a few kilobytes of extensions.
 NIFTI_HEADER_BYTES = 1024 * 1024
