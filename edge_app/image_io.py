@@ -118,8 +118,8 @@ def load_image(
         metadata.update(page_index=page, page_count=decoded.page_count)
     if decoded.animated:
         warnings += (
-            f"frames: the {decoded.file_format} file is animated; only its first frame was "
-            "read (an animation is no radiograph)",
+            f"frames: the {decoded.file_format} file holds several frames (an animation is no "
+            "radiograph); only the first was read",
         )
     return Radiograph(
         pixels=pixels, source=str(path), kind="image", warnings=warnings, metadata=metadata
