@@ -27,6 +27,11 @@ class EmptyFileError(ImageReadError):
     """The file has zero bytes."""
 
 
+class NotARegularFileError(ImageReadError):
+    """The path is a FIFO, a device, a socket, or a link to one: reading it could block forever
+    or never end, so it is refused before it is opened."""
+
+
 class NotAnImageError(ImageReadError):
     """The file is neither a supported image, a DICOM file nor a NIfTI volume."""
 
@@ -37,6 +42,16 @@ class CorruptImageError(ImageReadError):
 
 class ImageTooLargeError(ImageReadError):
     """The image has more pixels than allowed (a guard against decompression bombs)."""
+
+
+class ImageShapeError(ImageReadError):
+    """The image's width and height are implausible for a radiograph (e.g. 1 × 1,000,000 pixels);
+    refused from the header, before decoding."""
+
+
+class EmptyImageError(ImageReadError):
+    """The image holds no content (blank, constant, or with most of it missing): a front end
+    must give it no verdict."""
 
 
 class UnsupportedPhotometricError(ImageReadError):

@@ -99,37 +99,120 @@ def letterbox_geometry(height: int, width: int, size: int) -> LetterboxGeometry:
     )
 
 
-@lru_cache(maxsize=64)
-def resample_matrix(in_size: int, out_size: int) -> np.ndarray:
-    """Row-stochastic matrix mapping ``in_size`` samples to ``out_size`` (triangle filter).
+# A dense matrix is built only for small sizes (the training twin's 256 → 224 is 57,344 entries);
+# images of any size are resized through the banded weights below.
+_MAX_DENSE_ENTRIES = 16 * 1024 * 1024
 
-    The torch twin (:mod:`train.tensor_preprocess`) resamples with these same matrices. When
-    shrinking, the filter is widened by the scale factor so that every input pixel
-    contributes (antialiasing, as PIL's BILINEAR does); pixel centres are aligned.
+
+@dataclass(frozen=True, eq=False)
+class ResampleWeights:
+    """The triangle-filter resampling from ``in_size`` to ``out_size`` samples, as a band.
+
+    Output sample ``i`` is ``weights[i] @ input[starts[i] : starts[i] + taps]``: each one
+    touches at most ``ceil(2 * support) + 1`` inputs, so the storage grows with the sizes, not
+    with their product (a 1 × 1,000,000 image needs 8 MB here, 640 MB as a dense matrix).
     """
+
+    in_size: int
+    out_size: int
+    starts: np.ndarray  # (out_size,) int64, read-only
+    weights: np.ndarray  # (out_size, taps) float32, read-only; rows sum to 1
+
+    @property
+    def taps(self) -> int:
+        return self.weights.shape[1]
+
+    def dense(self) -> np.ndarray:
+        """The same weights as an ``(out_size, in_size)`` matrix (new, writable)."""
+        matrix = np.zeros((self.out_size, self.in_size), dtype=np.float32)
+        columns = self.starts[:, None] + np.arange(self.taps)
+        np.put_along_axis(matrix, columns, self.weights, axis=1)
+        return matrix
+
+
+def _band(in_size: int, out_size: int) -> ResampleWeights:
+    if in_size < 1 or out_size < 1:
+        raise ValueError(f"resampling needs sizes of at least 1, got {in_size} → {out_size}")
     scale = in_size / out_size
     support = max(scale, 1.0)
     centres = (np.arange(out_size, dtype=np.float64) + 0.5) * scale - 0.5
-    positions = np.arange(in_size, dtype=np.float64)
-    weights = np.clip(1.0 - np.abs(positions[None, :] - centres[:, None]) / support, 0.0, None)
+    # Inputs with a non-zero weight lie strictly inside (centre - support, centre + support):
+    # at most ceil(2 * support) of them, starting at floor(centre - support) + 1.
+    taps = min(int(np.ceil(2.0 * support)) + 1, in_size)
+    starts = np.clip(np.floor(centres - support).astype(np.int64) + 1, 0, in_size - taps)
+    positions = starts[:, None] + np.arange(taps, dtype=np.float64)
+    weights = np.clip(1.0 - np.abs(positions - centres[:, None]) / support, 0.0, None)
     totals = weights.sum(axis=1, keepdims=True)
     # A target pixel whose window misses every source pixel cannot happen for out_size >= 1,
     # but guard the division anyway.
     weights /= np.where(totals > 0, totals, 1.0)
-    return weights.astype(np.float32)
+    weights = weights.astype(np.float32)
+    starts.flags.writeable = False
+    weights.flags.writeable = False
+    return ResampleWeights(in_size, out_size, starts, weights)
+
+
+@lru_cache(maxsize=8)
+def resample_weights(in_size: int, out_size: int) -> ResampleWeights:
+    """The banded triangle-filter weights from ``in_size`` to ``out_size`` samples.
+
+    Cached, but only a handful of entries: sizes repeat (the card's input size, a site's
+    detector) and each entry holds about ``2 × (in_size + out_size)`` numbers, so the cache
+    cannot grow with uploads the way a cache of dense matrices did.
+    """
+    return _band(in_size, out_size)
+
+
+def resample_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """Row-stochastic matrix mapping ``in_size`` samples to ``out_size`` (triangle filter).
+
+    The torch twin (:mod:`train.tensor_preprocess`) resamples with these same matrices; the
+    numpy :func:`resize` uses the same weights in banded form (:func:`resample_weights`).
+    When shrinking, the filter is widened by the scale factor so that every input pixel
+    contributes (antialiasing, as PIL's BILINEAR does); pixel centres are aligned. Not cached:
+    the caller keeps what it reuses. Refuses sizes whose matrix would exceed 16 Mi entries
+    (64 MB), which no training size comes near.
+    """
+    if in_size * out_size > _MAX_DENSE_ENTRIES:
+        raise ValueError(
+            f"a dense {out_size}×{in_size} resampling matrix would hold {in_size * out_size:,} "
+            f"entries (limit {_MAX_DENSE_ENTRIES:,}); use resize() or resample_weights(), "
+            "which store only the band"
+        )
+    return _band(in_size, out_size).dense()
+
+
+def _resample_rows(image: np.ndarray, band: ResampleWeights) -> np.ndarray:
+    """Resample axis 0: ``(in_size, w)`` → ``(out_size, w)``."""
+    resampled = np.empty((band.out_size, image.shape[1]), dtype=np.float32)
+    for index, start in enumerate(band.starts.tolist()):
+        np.matmul(band.weights[index], image[start : start + band.taps], out=resampled[index])
+    return resampled
+
+
+def _resample_columns(image: np.ndarray, band: ResampleWeights) -> np.ndarray:
+    """Resample axis 1: ``(h, in_size)`` → ``(h, out_size)``."""
+    resampled = np.empty((band.out_size, image.shape[0]), dtype=np.float32)
+    for index, start in enumerate(band.starts.tolist()):
+        np.matmul(image[:, start : start + band.taps], band.weights[index], out=resampled[index])
+    return resampled.T
 
 
 def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize a 2-D float image with an antialiased separable triangle filter."""
+    """Resize a 2-D float image with an antialiased separable triangle filter.
+
+    The result equals ``resample_matrix(h, height) @ image @ resample_matrix(w, width).T`` (up
+    to float32 rounding) while storing only the bands of those matrices.
+    """
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 2:
         raise ValueError(f"expected a 2-D single-channel image, got shape {image.shape}")
-    rows = resample_matrix(image.shape[0], height)
-    cols = resample_matrix(image.shape[1], width)
+    rows = resample_weights(image.shape[0], height)
+    columns = resample_weights(image.shape[1], width)
     # Shrink the larger dimension first: fewer multiply-adds.
     if image.shape[0] * width <= image.shape[1] * height:
-        return (rows @ image) @ cols.T
-    return rows @ (image @ cols.T)
+        return np.ascontiguousarray(_resample_columns(_resample_rows(image, rows), columns))
+    return _resample_rows(_resample_columns(image, columns), rows)
 
 
 def letterbox(

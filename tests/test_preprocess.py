@@ -1,3 +1,8 @@
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -9,8 +14,23 @@ from edge_app.preprocess import (
     letterbox_geometry,
     normalize,
     preprocess,
+    resample_matrix,
+    resample_weights,
     resize,
 )
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def dense_reference(in_size: int, out_size: int) -> np.ndarray:
+    """The dense triangle-filter matrix as preprocess built it before the banded form."""
+    scale = in_size / out_size
+    support = max(scale, 1.0)
+    centres = (np.arange(out_size, dtype=np.float64) + 0.5) * scale - 0.5
+    positions = np.arange(in_size, dtype=np.float64)
+    weights = np.clip(1.0 - np.abs(positions[None, :] - centres[:, None]) / support, 0.0, None)
+    weights /= weights.sum(axis=1, keepdims=True)
+    return weights.astype(np.float32)
 
 
 def test_letterbox_keeps_aspect_ratio_and_fills_the_border():
@@ -77,3 +97,75 @@ def test_bad_model_cards_raise_a_specific_error(card, message):
 def test_card_round_trip():
     config = PreprocessConfig(input_size=192, mean=0.4, std=0.3, fill=0.1)
     assert PreprocessConfig.from_card({"preprocessing": config.to_card()}) == config
+
+
+SHAPES = [
+    (1, 1000, 1, 160),
+    (1000, 1, 160, 1),
+    (1, 1, 5, 7),
+    (3, 3, 224, 224),
+    (512, 384, 160, 120),
+    (97, 53, 224, 13),
+    (1, 5000, 1, 3),
+    (2000, 3, 160, 1),
+    (7, 700, 2, 200),
+    (300, 300, 300, 300),
+    (1, 1, 1, 1),
+]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_banded_resize_equals_the_dense_matrices(seed):
+    rng = np.random.default_rng(seed)
+    shapes = SHAPES + [tuple(int(n) for n in rng.integers(1, 400, 4)) for _ in range(15)]
+    for height, width, out_height, out_width in shapes:
+        image = rng.random((height, width)).astype(np.float32)
+        expected = dense_reference(height, out_height) @ image @ dense_reference(width, out_width).T
+        got = resize(image, out_height, out_width)
+        assert got.shape == (out_height, out_width) and got.dtype == np.float32
+        np.testing.assert_allclose(got, expected, atol=1e-6, err_msg=str(image.shape))
+
+
+def test_resample_matrix_keeps_its_dense_values_for_the_training_twin():
+    rng = np.random.default_rng(7)
+    for in_size, out_size in [(256, 224), (1, 9), (9, 1), (1000, 3)] + [
+        tuple(int(n) for n in rng.integers(1, 600, 2)) for _ in range(50)
+    ]:
+        matrix = resample_matrix(in_size, out_size)
+        np.testing.assert_allclose(matrix, dense_reference(in_size, out_size), atol=1e-7)
+        np.testing.assert_allclose(resample_weights(in_size, out_size).dense(), matrix, atol=0)
+
+
+def test_resampling_stores_a_band_and_caches_only_a_few_entries():
+    band = resample_weights(1_000_000, 160)
+    assert band.weights.nbytes < 10_000_000  # the dense matrix would be 640 MB
+    assert resample_weights.cache_info().maxsize == 8
+    with pytest.raises(ValueError, match="resize"):
+        resample_matrix(1_000_000, 160)
+
+
+def test_preprocessing_a_1_by_1_000_000_image_fits_in_bounded_memory():
+    """The dense matrices needed 1.7 GB for this film; the band needs a few megabytes."""
+    code = textwrap.dedent(
+        """
+        import resource
+        cap = 512 * 1024**2
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        import numpy as np
+        from edge_app.preprocess import PreprocessConfig, preprocess
+        line = np.linspace(0, 1, 1_000_000, dtype=np.float32)[None, :]
+        model_input, geometry = preprocess(line, PreprocessConfig(input_size=224))
+        print(model_input.shape, geometry.width, geometry.height)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["(224,", "224)", "224", "1"]

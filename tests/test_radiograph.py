@@ -17,6 +17,7 @@ from PIL import Image, ImageFile
 from edge_app.errors import (
     CorruptImageError,
     EmptyFileError,
+    EmptyImageError,
     ImageNotFoundError,
     ImageReadError,
     ImageTooLargeError,
@@ -178,26 +179,29 @@ def test_16bit_png_is_divided_by_the_bit_depth_actually_used(
     np.testing.assert_allclose(radiograph.pixels, array / (2**bits - 1), rtol=1e-6)
 
 
-def test_constant_16bit_image_gives_finite_values(tmp_path: Path) -> None:
+def test_constant_16bit_image_is_refused_as_empty_not_divided_by_zero(tmp_path: Path) -> None:
     array = np.full((5, 5), 1000, dtype=np.uint16)
-    radiograph = load_radiograph(save_image(tmp_path / "flat.png", array))
-    np.testing.assert_allclose(radiograph.pixels, 1000 / 1023, rtol=1e-6)
+    with pytest.raises(EmptyImageError, match=r"every pixel is 0\.978"):
+        load_radiograph(save_image(tmp_path / "flat.png", array))
 
 
 def test_rgba_drops_alpha_and_warns_when_pixels_are_transparent(tmp_path: Path) -> None:
     rgba = np.zeros((4, 4, 4), dtype=np.uint8)
     rgba[..., 0], rgba[..., 3] = 255, 255
     rgba[0, 0, 3] = 0  # transparent, but its stored colour (red) is used
+    rgba[:, 3, :3] = 0  # a black column, so that the film is not blank
     radiograph = load_radiograph(save_image(tmp_path / "scan.png", rgba))
-    np.testing.assert_allclose(radiograph.pixels, 0.299, atol=1e-6)
+    np.testing.assert_allclose(radiograph.pixels[:, :3], 0.299, atol=1e-6)
+    np.testing.assert_allclose(radiograph.pixels[:, 3], 0.0, atol=1e-6)
     assert any(warning.startswith("alpha") for warning in radiograph.warnings)
 
 
 def test_opaque_rgb_becomes_bt601_luminance_without_warning(tmp_path: Path) -> None:
     rgb = np.zeros((3, 3, 3), dtype=np.uint8)
-    rgb[..., 1] = 255
+    rgb[:, :2, 1] = 255  # green; the last column stays black
     radiograph = load_radiograph(save_image(tmp_path / "scan.png", rgb))
-    np.testing.assert_allclose(radiograph.pixels, 0.587, atol=1e-6)
+    np.testing.assert_allclose(radiograph.pixels[:, :2], 0.587, atol=1e-6)
+    np.testing.assert_allclose(radiograph.pixels[:, 2], 0.0, atol=1e-6)
     assert radiograph.warnings == ()
 
 
@@ -229,8 +233,11 @@ def test_bilevel_and_grey_alpha_modes(tmp_path: Path) -> None:
         load_radiograph(tmp_path / "bilevel.png").pixels[0], [1.0, 1.0, 0.0, 0.0]
     )
     grey_alpha = Image.new("LA", (3, 3), (51, 255))
+    grey_alpha.putpixel((2, 2), (255, 255))
     grey_alpha.save(tmp_path / "grey_alpha.png")
-    np.testing.assert_allclose(load_radiograph(tmp_path / "grey_alpha.png").pixels, 0.2, atol=1e-6)
+    pixels = load_radiograph(tmp_path / "grey_alpha.png").pixels
+    np.testing.assert_allclose(pixels.ravel()[:8], 0.2, atol=1e-6)
+    assert pixels[2, 2] == 1.0
 
 
 def test_float_tiff_in_unit_range_is_kept_and_other_ranges_are_scaled(tmp_path: Path) -> None:
@@ -276,7 +283,7 @@ def test_truncated_image_is_decoded_tolerantly_with_a_warning(tmp_path: Path, su
     whole = save_image(tmp_path / f"whole{suffix}", rng.integers(0, 256, (64, 80), np.uint8))
     data = whole.read_bytes()
     cut = tmp_path / f"cut{suffix}"
-    cut.write_bytes(data[: len(data) // 2])
+    cut.write_bytes(data[: len(data) * 3 // 4])  # most of the image is left
     radiograph = load_radiograph(cut)
     assert radiograph.truncated
     assert radiograph.warnings[0].startswith("truncated")
@@ -290,7 +297,7 @@ def test_truncation_is_detected_even_if_the_process_enabled_tolerant_mode(
 ) -> None:
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
     data = save_image(tmp_path / "whole.jpg", gradient_8bit(64, 64)).read_bytes()
-    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) * 3 // 4])
     assert load_radiograph(tmp_path / "cut.jpg").truncated
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True
 
@@ -434,7 +441,7 @@ def test_palette_colour_is_rejected_by_name() -> None:
 
 
 def test_structured_report_holds_no_image() -> None:
-    with pytest.raises(ImageReadError, match="holds no image"):
+    with pytest.raises(ImageReadError, match="holds no pixel data"):
         load_study(bundled_file("test-SR.dcm"))
 
 
@@ -494,6 +501,7 @@ def test_enhanced_multi_frame_rescale_from_functional_groups(tmp_path: Path) -> 
     from pydicom.dataset import Dataset
 
     frames = np.stack([np.full((4, 4), 1024 + 400 * index, np.int16) for index in range(3)])
+    frames[:, 3, 3] = 1024 - 1000  # an air corner, so that no frame is blank
     path = write_ct_slice(tmp_path / "enhanced.dcm", frames[0])
     dataset = pydicom.dcmread(path)
     del dataset.RescaleSlope, dataset.RescaleIntercept
@@ -522,6 +530,7 @@ def write_shuffled_series(folder: Path, *, with_positions: bool = True) -> None:
     layout = [("a.dcm", 1, 2), ("b.dcm", 4, 0), ("c.dcm", 2, 3), ("d.dcm", 3, 1)]
     for name, instance, position in layout:
         stored = np.full((6, 5), 1024 + 100 * position, dtype=np.int16)
+        stored[5, 4] = 1024 + 1500  # a bright corner, so that no slice is blank
         z = 2.5 * position if with_positions else None
         write_ct_slice(
             folder / name, stored, instance=instance if with_positions else 5 - position, z=z
@@ -611,8 +620,9 @@ def test_nifti_slices_are_axial_radiological_and_bone_windowed(tmp_path: Path) -
 def test_nifti_slices_run_inferior_to_superior(tmp_path: Path) -> None:
     volume = np.zeros((3, 3, 5), dtype=np.float32)
     volume += np.arange(5, dtype=np.float32)  # value = z index
+    volume += 0.1 * np.arange(3, dtype=np.float32)[:, None, None]  # no slice is blank
     flipped = np.diag([1.0, 1.0, -1.0, 1.0])  # stored z runs superior to inferior
-    slices = load_volume(write_nifti(tmp_path / "mr.nii", volume, flipped), window=(2.0, 4.0))
+    slices = load_volume(write_nifti(tmp_path / "mr.nii", volume, flipped), window=(2.5, 5.0))
     means = [float(radiograph.pixels.mean()) for radiograph in slices]
     assert means == sorted(means, reverse=True)  # canonical order undoes the stored flip
 
@@ -681,7 +691,9 @@ def test_load_radiograph_points_volumes_and_folders_elsewhere(tmp_path: Path) ->
 
 def test_image_folder_is_sorted_by_name_and_skips_nothing_silently(tmp_path: Path) -> None:
     for name, value in [("b.png", 20), ("a.png", 10), ("c.png", 30)]:
-        save_image(tmp_path / name, np.full((3, 3), value, np.uint8))
+        film = np.full((3, 3), value, np.uint8)
+        film[2, 2] = 255  # not blank
+        save_image(tmp_path / name, film)
     (tmp_path / ".DS_Store").write_bytes(b"\x00\x01")
     (tmp_path / "older").mkdir()
     radiographs = load_study(tmp_path)
