@@ -37,16 +37,31 @@ def top_region(heatmap: np.ndarray, fraction: float = TOP_REGION_FRACTION) -> np
     if start is None:
         return region
     above = heatmap >= fraction * heatmap[start]
-    stack = [start]
+    above_by_column = np.ascontiguousarray(above.T)
     region[start] = True
-    height, width = heatmap.shape
-    while stack:
-        row, column = stack.pop()
-        for r, c in ((row - 1, column), (row + 1, column), (row, column - 1), (row, column + 1)):
-            if 0 <= r < height and 0 <= c < width and above[r, c] and not region[r, c]:
-                region[r, c] = True
-                stack.append((r, c))
-    return region
+    # Whole runs at a time, alternately along rows and columns, until nothing grows: a smooth
+    # map's region is reached in two or three rounds, where a pixel-by-pixel flood fill would
+    # take a Python step per pixel (milliseconds on the runtime's path).
+    while True:
+        grown = _grow_along_rows(region, above)
+        grown = _grow_along_rows(np.ascontiguousarray(grown.T), above_by_column).T
+        if np.array_equal(grown, region):
+            return np.ascontiguousarray(grown)
+        region = grown
+
+
+def _grow_along_rows(region: np.ndarray, above: np.ndarray) -> np.ndarray:
+    """Every horizontal run of ``above`` that holds a pixel of ``region``, as a mask."""
+    height, width = above.shape
+    padded = np.zeros((height, width + 1), dtype=bool)  # a False column ends each row's runs
+    padded[:, :width] = above
+    flat = padded.ravel()
+    starts = flat.copy()
+    starts[1:] &= ~flat[:-1]
+    run = np.cumsum(starts).reshape(height, width + 1)[:, :width]  # run number, 0 before any
+    touched = np.zeros(int(run[-1, -1]) + 2, dtype=bool)
+    touched[run[region & above]] = True
+    return touched[run] & above
 
 
 def region_box(region: np.ndarray) -> tuple[float, float, float, float] | None:
