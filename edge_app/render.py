@@ -59,6 +59,7 @@ _LEVELS = np.linspace(0.0, 1.0, 256)
 COLORMAP = np.stack(
     [np.interp(_LEVELS, _ANCHORS[:, 0], _ANCHORS[:, channel]) for channel in (1, 2, 3)], axis=1
 ).astype(np.float32)
+COLORMAP_BYTES = np.rint(COLORMAP).astype(np.uint8)
 #: Each level's share of the chosen opacity: none below FADE_START, TOP_REGION_SHARE at the
 #: top region's edge, all of it at the peak, so the bone stays readable under most of the box.
 TOP_REGION_SHARE = 0.7
@@ -74,11 +75,18 @@ _MUTED = (150, 158, 171)
 def shown_map(heatmap: np.ndarray, verdict: str) -> np.ndarray:
     """The map as drawn: scaled to its own peak for *fracture* and *uncertain*, as it is (the
     card's absolute scale) for *no fracture*."""
-    heatmap = np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0)
-    if verdict == "no_fracture":
-        return heatmap
-    top = float(heatmap.max()) if heatmap.size else 0.0
-    return heatmap / top if top > 0 else heatmap
+    shown = np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0)  # a new array
+    top = float(shown.max()) if shown.size else 0.0
+    if verdict != "no_fracture" and top > 0:
+        shown /= top
+    return shown
+
+
+def _levels(heatmap: np.ndarray, verdict: str) -> np.ndarray:
+    """:func:`shown_map` as 256 levels (uint8), the index into COLORMAP and FADE."""
+    shown = shown_map(heatmap, verdict)
+    shown *= 255
+    return np.rint(shown, out=shown).astype(np.uint8)
 
 
 def overlay(
@@ -89,16 +97,18 @@ def overlay(
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must lie in [0, 1], got {opacity}")
     pixels = np.asarray(pixels)
-    grey = np.round(np.clip(pixels, 0, 1) * 255).astype(np.uint8)
+    grey = np.clip(pixels, 0, 1) * np.float32(255)
+    film = Image.fromarray(np.rint(grey, out=grey).astype(np.uint8)).convert("RGB")
     if heatmap is None or opacity == 0:
-        return np.repeat(grey[..., None], 3, axis=2)
+        return np.array(film)
     if heatmap.shape != pixels.shape:
         raise ValueError(f"heatmap {heatmap.shape} and image {pixels.shape} differ in shape")
-    level = np.round(shown_map(heatmap, verdict) * 255).astype(np.uint8)
-    weight = (FADE * np.float32(opacity))[level][..., None]
-    base = grey[..., None].astype(np.float32)
-    blended = base + (COLORMAP[level] - base) * weight
-    return np.round(blended).astype(np.uint8)
+    level = _levels(heatmap, verdict)
+    weight = np.rint(FADE * (255 * opacity)).astype(np.uint8)[level]
+    # Pillow blends in uint8, in C: no float copies of a full-size RGB film (tens of MB for
+    # a large one, which the app's peak memory would carry).
+    colour = Image.fromarray(COLORMAP_BYTES[level])
+    return np.array(Image.composite(colour, film, Image.fromarray(weight)))
 
 
 def line_width(height: int, width: int) -> int:

@@ -23,9 +23,9 @@ inflates the false-positive rate with n. Whatever was opened, one file or a stud
 one :class:`StudyResult` that keeps the radiographs for display next to their predictions.
 
 Each prediction also says where to look: the heatmap's ``peak`` and, for a *fracture* or
-*uncertain* verdict, the ``box`` around its top region (:mod:`edge_app.findings`), both in
-coordinates normalised to the image. They are computed here, once, so every front end draws the
-same box; :mod:`edge_app.render` draws them.
+*uncertain* verdict, the ``box`` around its top region (:func:`edge_app.findings.locate`), both
+in coordinates normalised to the image. They are computed here, once, so every front end draws
+the same box; :mod:`edge_app.render` draws them.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ import numpy as np
 
 from edge_app.errors import ModelCardError
 from edge_app.files import file_sha256
-from edge_app.findings import normalised_peak, region_box, top_region
+from edge_app.findings import Box, Point, locate
 from edge_app.preprocess import LetterboxGeometry, PreprocessConfig, preprocess
 from edge_app.radiograph import Radiograph, load_study
 from edge_app.tflite import ModelFileError, TFLiteModel
@@ -56,9 +56,6 @@ CAM_OUTPUT = "cam"
 SUPPORTED_FORMAT_VERSION = 1
 #: Where the repository keeps the default bundle (``fracture-edge predict`` without --model).
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "models" / "fracture-lite0-int8"
-#: Cells along the image's longer side of the grid on which the peak and the box are found:
-#: edges to within 1/64 of the image, finer than the 5 × 5 map they come from resolves.
-FINDINGS_GRID = 64
 
 
 @dataclass(frozen=True)
@@ -131,10 +128,6 @@ class Bundle:
                     f"{expected[:12]}…): the file was changed or corrupted"
                 )
         return cls(folder, card)
-
-
-Point = tuple[float, float]
-Box = tuple[float, float, float, float]
 
 
 @dataclass
@@ -303,27 +296,6 @@ def heatmap_from_cam(
     return np.clip(heatmap, 0.0, 1.0, out=heatmap)
 
 
-def locate(
-    cam: np.ndarray,
-    geometry: LetterboxGeometry,
-    height: int,
-    width: int,
-    scale: float | None = None,
-) -> tuple[Point | None, Box | None]:
-    """The heatmap's peak and its top region's box, normalised to the image.
-
-    Found on the same map as :func:`heatmap_from_cam` gives, sampled at the centres of a grid
-    of :data:`FINDINGS_GRID` cells along the longer side instead of at every pixel: the same
-    answer to within a cell, in a fraction of a millisecond whatever the film's size, and
-    whether or not the full-size heatmap is computed.
-    """
-    factor = min(1.0, FINDINGS_GRID / max(height, width))
-    grid = heatmap_from_cam(
-        cam, geometry, max(1, round(height * factor)), max(1, round(width * factor)), scale
-    )
-    return normalised_peak(grid), region_box(top_region(grid))
-
-
 class FractureDetector:
     """A loaded bundle, ready to score radiographs. Thread-compatible, not thread-safe: give
     each thread its own detector (the app runs inference on one worker thread)."""
@@ -389,7 +361,10 @@ class FractureDetector:
             }
             region = self.region_labels[int(values.argmax())]
         verdict = self.verdict(probability)
-        peak, box = locate(cam, geometry, *pixels.shape, self.cam_scale)
+        # The map is made even when it is not kept: the peak and the box are read off it, so
+        # they are the same with or without it, in every front end.
+        full_map = heatmap_from_cam(cam, geometry, *pixels.shape, self.cam_scale)
+        peak, box = locate(full_map, with_box=verdict != "no_fracture")
         return Prediction(
             source=source,
             probability=probability,
@@ -398,11 +373,9 @@ class FractureDetector:
             region=region,
             region_probabilities=region_probabilities,
             cam=cam,
-            heatmap=(
-                heatmap_from_cam(cam, geometry, *pixels.shape, self.cam_scale) if heatmap else None
-            ),
+            heatmap=full_map if heatmap else None,
             peak=peak,
-            box=None if verdict == "no_fracture" else box,
+            box=box,
         )
 
     def infer(self, model_input: np.ndarray) -> dict[str, np.ndarray]:

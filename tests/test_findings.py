@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from edge_app.findings import mask_iou, normalised_peak, peak, region_box, top_region
+from edge_app.findings import locate, mask_iou, normalised_peak, peak, region_box, top_region
 
 
 def _map():
@@ -76,3 +76,20 @@ def test_top_region_equals_a_flood_fill_on_winding_and_noisy_maps():
     for heatmap in maps:
         assert np.array_equal(top_region(heatmap), _flood_fill(heatmap))
     assert top_region(spiral).sum() == _flood_fill(spiral).sum() > 60
+
+
+def test_locate_on_every_pixel_is_peak_and_box_of_the_top_region():
+    heatmap = _map()
+    assert locate(heatmap) == (normalised_peak(heatmap), region_box(top_region(heatmap)))
+    assert locate(heatmap, with_box=False) == (normalised_peak(heatmap), None)
+    assert locate(np.zeros((4, 4))) == (None, None)
+
+
+def test_locate_samples_a_large_map_to_within_a_cell():
+    rows, columns = np.mgrid[0:1000, 0:700]
+    heatmap = np.exp(-(((rows - 300) / 90.0) ** 2 + ((columns - 420) / 60.0) ** 2))
+    heatmap[800:, 100:200] = 0.9  # a second, separate warm area: not in the top region
+    exact = (normalised_peak(heatmap), region_box(top_region(heatmap)))
+    sampled = locate(heatmap, cells=64)  # every 16th pixel
+    np.testing.assert_allclose(sampled[0] + sampled[1], exact[0] + exact[1], atol=16 / 700)
+    assert sampled[1][1] < 0.5  # the box stays around the peak's own region

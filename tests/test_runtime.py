@@ -13,14 +13,13 @@ import pytest
 pytest.importorskip("ai_edge_litert")
 
 from edge_app.errors import ModelCardError  # noqa: E402
+from edge_app.findings import locate  # noqa: E402
 from edge_app.preprocess import letterbox_geometry  # noqa: E402
 from edge_app.runtime import (  # noqa: E402
-    FINDINGS_GRID,
     Bundle,
     FractureDetector,
     StudyResult,
     heatmap_from_cam,
-    locate,
 )
 from edge_app.tflite import ModelFileError  # noqa: E402
 
@@ -152,18 +151,18 @@ def test_several_files_are_one_study_and_a_folder_of_one_is_a_study(
         detector.predict_files([])
 
 
-def test_locate_finds_the_peak_and_boxes_the_top_region():
+def test_the_box_is_the_top_region_of_the_cams_map():
     cam = np.zeros((5, 5), np.float32)
     cam[1, 3] = 4.0  # one hot cell: column 3 of 5, row 1 of 5, on a square image
     geometry = letterbox_geometry(400, 400, 160)
-    peak, box = locate(cam, geometry, 400, 400)
-    assert peak == pytest.approx((0.7, 0.3), abs=1.0 / FINDINGS_GRID)
+    peak, box = locate(heatmap_from_cam(cam, geometry, 400, 400))
+    assert peak == pytest.approx((0.7, 0.3), abs=1 / 64)
     x0, y0, x1, y1 = box
     assert 0 <= x0 < peak[0] < x1 <= 1 and 0 <= y0 < peak[1] < y1 <= 1
     assert 0.1 < x1 - x0 < 0.4 and 0.1 < y1 - y0 < 0.4  # about one cell, blurred by the bicubic
-    # the same answer on a film 10 times larger, and none for an empty map
-    assert locate(cam, geometry, 4000, 4000) == (peak, box)
-    assert locate(np.full((5, 5), -1.0, np.float32), geometry, 400, 400) == (None, None)
+    # the same place on a film ten times larger
+    large = locate(heatmap_from_cam(cam, geometry, 4000, 4000))
+    np.testing.assert_allclose(large[0] + large[1], peak + box, atol=1 / 64)
 
 
 def test_no_fracture_has_no_box_and_the_other_verdicts_have_the_maps(bundle_copy, make_radiograph):
@@ -175,10 +174,10 @@ def test_no_fracture_has_no_box_and_the_other_verdicts_have_the_maps(bundle_copy
     detector = FractureDetector(bundle_copy)
     flagged = detector.predict_pixels(pixels)
     assert flagged.verdict == "fracture" and flagged.peak == calm.peak
-    geometry = letterbox_geometry(90, 120, detector.preprocessing.input_size)
-    assert (flagged.peak, flagged.box) == locate(flagged.cam, geometry, 90, 120, detector.cam_scale)
-    # without the full-size heatmap the runtime still says where to look
-    assert detector.predict_pixels(pixels, heatmap=False).box == flagged.box
+    assert (flagged.peak, flagged.box) == locate(flagged.heatmap)
+    # without keeping the full-size heatmap the runtime still says where to look, the same
+    unkept = detector.predict_pixels(pixels, heatmap=False)
+    assert unkept.heatmap is None and (unkept.peak, unkept.box) == (flagged.peak, flagged.box)
 
 
 def test_site_calibration_is_read_from_the_card(bundle_copy):
