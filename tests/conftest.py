@@ -192,18 +192,18 @@ def warm_pixels(image: Image.Image, box=None) -> int:
     return int((rgb[..., 0] - rgb[..., 2] > 60).sum())
 
 
-#: A folder named here gets a palette-compressed copy of each front end's screenshot of the
-#: samples (how docs/figures/ is refreshed: see docs/app.md).
+#: A folder named here gets a copy of each front end's screenshot of the samples (how
+#: docs/figures/ is refreshed: see docs/app.md).
 SCREENSHOTS_ENV = "FRACTURE_EDGE_SCREENSHOTS"
 
 
 def keep_screenshot(path: Path, name: str) -> None:
+    """RGB, without the alpha channel; no palette, which would band the overlay's gradient."""
     folder = os.environ.get(SCREENSHOTS_ENV)
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
         with Image.open(path) as shot:
-            palette = shot.convert("RGB").quantize(256, dither=Image.Dither.NONE)
-            palette.save(Path(folder) / name, optimize=True)
+            shot.convert("RGB").save(Path(folder) / name, optimize=True)
 
 
 @pytest.fixture(scope="session")
