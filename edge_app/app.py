@@ -11,8 +11,9 @@ Nothing leaves the device: no network call, and a report is written only when th
 Lines on stdout, one per event, for scripts and the headless tests (the app is a front end, so
 it prints):
 
-- ``VERDICT {json}``: a result is on screen (``Prediction.to_json()`` or
-  ``StudyPrediction.to_json()``);
+- ``VERDICT {json}``: a result is on screen (``StudyResult.to_json()``, as ``fracture-edge
+  predict --json`` prints it);
+- ``MODEL {json}``: a bundle was loaded (``FractureDetector.describe()``);
 - ``ERROR message``: the message the app shows for a file or bundle it could not use;
 - ``REPORT {json}``: the PNG and JSON an export wrote;
 - ``SCREENSHOT path``: the window was saved (``screenshot=``).
@@ -31,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -44,20 +44,14 @@ from PIL import Image
 
 from edge_app._optional import require
 from edge_app.errors import FractureEdgeError
-from edge_app.radiograph import Radiograph, load_study
-from edge_app.runtime import (
-    DEFAULT_BUNDLE,
-    FractureDetector,
-    Prediction,
-    StudyPrediction,
-    overlay,
-)
+from edge_app.render import render, render_prediction
+from edge_app.runtime import DEFAULT_BUNDLE, FractureDetector, Prediction, StudyResult
+from edge_app.text import DISCLAIMER, percent, site_calibration_text
 
 LOGGER = logging.getLogger(__name__)
 
 REPORTS_ENV = "FRACTURE_EDGE_REPORTS"
 AUTO_EXPORT_ENV = "FRACTURE_EDGE_APP_AUTO_EXPORT"
-DEFAULT_OPACITY = 0.45
 #: Longest side of the copy drawn on screen: the slider redraws it at every move.
 DISPLAY_MAX_SIDE = 1024
 #: Background colour of each verdict band (RGBA in [0, 1]).
@@ -66,7 +60,6 @@ VERDICT_COLOURS = {
     "uncertain": (0.86, 0.55, 0.08, 1.0),
     "no_fracture": (0.16, 0.55, 0.36, 1.0),
 }
-DISCLAIMER = "Decision support for a trained reader, not a diagnosis."
 
 
 class NoModelError(FractureEdgeError):
@@ -145,42 +138,6 @@ def user_message(error: BaseException) -> str:
 
 
 @dataclass
-class Analysis:
-    """One opened path: its images (kept for display) and the model's result."""
-
-    path: Path
-    radiographs: list[Radiograph]
-    result: Prediction | StudyPrediction
-    seconds: float = 0.0  # reading and scoring, for the status line
-
-    @property
-    def predictions(self) -> list[Prediction]:
-        if isinstance(self.result, StudyPrediction):
-            return self.result.images
-        return [self.result]
-
-    @property
-    def is_study(self) -> bool:
-        return isinstance(self.result, StudyPrediction)
-
-    @property
-    def is_volume(self) -> bool:
-        """Slices of a CT/MRI volume: browsed with a slider rather than a list."""
-        return "slice_count" in self.radiographs[0].metadata
-
-
-def analyse(detector: FractureDetector, path: Path) -> Analysis:
-    """What ``FractureDetector.predict_path`` does, keeping the pixels the app draws."""
-    start = time.perf_counter()
-    radiographs = load_study(path)
-    if len(radiographs) == 1 and not path.is_dir():
-        result: Prediction | StudyPrediction = detector.predict_radiograph(radiographs[0])
-    else:
-        result = detector.predict_study(radiographs, str(path))
-    return Analysis(path, radiographs, result, time.perf_counter() - start)
-
-
-@dataclass
 class Outcome:
     """A finished job: its value, or the message to show instead."""
 
@@ -219,7 +176,8 @@ class InferenceWorker:
         self.submit(on_done, self._load, bundle)
 
     def analyse(self, path: Path, on_done: Callable[[Outcome], None]) -> None:
-        """Analyse ``path``; the outcome's value is an :class:`Analysis`."""
+        """Analyse ``path``; the outcome's value is the runtime's
+        :class:`~edge_app.runtime.StudyResult` (radiographs and predictions)."""
         self.submit(on_done, self._analyse, path)
 
     def shutdown(self) -> None:
@@ -234,12 +192,12 @@ class InferenceWorker:
             raise
         return self._detector.describe()
 
-    def _analyse(self, path: Path) -> Analysis:
+    def _analyse(self, path: Path) -> StudyResult:
         if self._detector is None:
             raise NoModelError(
                 f"no model is loaded, so {path.name} cannot be analysed: {self._load_failure}"
             )
-        return analyse(self._detector, path)
+        return self._detector.predict_path(path)
 
 
 # --------------------------------------------------------------------------- drawing
@@ -262,19 +220,22 @@ def display_copy(
     return shrink(pixels), (shrink(heatmap) if heatmap is not None else None)
 
 
-def overlay_rgba(pixels: np.ndarray, heatmap: np.ndarray | None, opacity: float) -> np.ndarray:
-    """:func:`edge_app.runtime.overlay` with an opaque alpha channel (rows stay 4-byte aligned
-    whatever the width, which GL textures need)."""
-    rgb = overlay(pixels, heatmap, opacity)
+def picture_rgba(
+    pixels: np.ndarray,
+    prediction: Prediction,
+    heatmap: np.ndarray | None,
+    opacity: float,
+    shown: bool = True,
+) -> np.ndarray:
+    """What the viewer shows: :func:`edge_app.render.render` (film, overlay, box, legend) with
+    an opaque alpha channel (rows stay 4-byte aligned whatever the width, as GL textures
+    need). ``heatmap`` is the display-size copy of the prediction's."""
+    rgb = render(pixels, heatmap, prediction.verdict, prediction.box, opacity, shown)
     alpha = np.full(rgb.shape[:2] + (1,), 255, dtype=np.uint8)
     return np.concatenate([rgb, alpha], axis=2)
 
 
 # --------------------------------------------------------------------------- texts
-
-
-def percent(probability: float) -> str:
-    return f"{100 * probability:.1f} %"
 
 
 def band_text(thresholds: dict[str, float]) -> str:
@@ -290,6 +251,15 @@ def _metric(value: Any) -> str:
     return f"{float(value):.3f}" if isinstance(value, int | float) else "—"
 
 
+def _short_path(folder: str | None) -> str:
+    """A bundle's folder as its last two parts: the panel is narrow, and the name is the
+    part that tells bundles apart."""
+    if not folder:
+        return "—"
+    path = Path(folder)
+    return str(path) if len(path.parts) <= 3 else f"…/{path.parent.name}/{path.name}"
+
+
 def model_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
     """The info panel: (label, value) rows from ``FractureDetector.describe()``."""
     test = _metric(info.get("test_auroc"))
@@ -299,6 +269,8 @@ def model_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
     created = info.get("created")
     return [
         ("Model", str(info.get("name") or "—")),
+        ("Calibration", site_calibration_text(info.get("site_calibration"))),
+        ("Folder", _short_path(info.get("folder"))),
         ("Architecture", str(info.get("architecture") or "—")),
         ("Quantization", str(info.get("quantization") or "—")),
         ("Input", f"{info['input_size']} px" if info.get("input_size") else "—"),
@@ -337,32 +309,33 @@ def _app_version() -> str | None:
 
 
 def export_report(
-    analysis: Analysis,
+    result: StudyResult,
     index: int,
     model_info: dict[str, Any],
     folder: Path,
     opacity: float,
     heatmap_shown: bool,
 ) -> ReportFiles:
-    """Write the shown image's overlay (full resolution) as PNG and the result as JSON."""
+    """Write the shown image as on screen (film, overlay, box and legend; full resolution) as
+    PNG and the result as JSON."""
     folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
-    radiograph, prediction = analysis.radiographs[index], analysis.predictions[index]
-    stem = Path(analysis.path).name.split(".")[0] or "radiograph"
-    if analysis.is_study:
-        stem += f"-{'slice' if analysis.is_volume else 'image'}{index + 1}"
+    radiograph, prediction = result.radiographs[index], result.predictions[index]
+    stem = Path(result.source).name.split(".")[0] or "radiograph"
+    if result.is_study:
+        stem += f"-{'slice' if result.is_volume else 'image'}{index + 1}"
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     base = folder / f"{stem}-{stamp}"
     counter = 1
     while base.with_suffix(".png").exists() or base.with_suffix(".json").exists():
         counter += 1
         base = folder / f"{stem}-{stamp}-{counter}"
-    heatmap = prediction.heatmap if heatmap_shown else None
     image_path, json_path = base.with_suffix(".png"), base.with_suffix(".json")
-    Image.fromarray(overlay(radiograph.pixels, heatmap, opacity)).save(image_path)
+    picture = render_prediction(radiograph.pixels, prediction, opacity, shown=heatmap_shown)
+    Image.fromarray(picture).save(image_path)
     report = {
         "created": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "prediction": analysis.result.to_json(),
+        "prediction": result.to_json(),
         "shown_image": {
             "index": index,
             **prediction.to_json(),

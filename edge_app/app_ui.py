@@ -2,14 +2,16 @@
 configures Kivy first.
 
 The window: a toolbar (Open, Camera on Android, Export report, Recent, a busy indicator), the
-image with its heatmap, a slice slider for volumes, and a side panel with the verdict, the
-heatmap controls, the study's images and the model's card. Inference runs on
+image with its heatmap, box and legend (drawn by :mod:`edge_app.render`), a slice slider for
+volumes, and a side panel with the verdict, the heatmap controls, the study's images and the
+model's card, with a button to open another bundle. Inference runs on
 :class:`edge_app.app.InferenceWorker`'s thread; its outcomes come back through ``Clock``.
 """
 
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +37,7 @@ from kivy.uix.widget import Widget
 from kivy.utils import escape_markup, get_hex_from_color, platform
 
 from edge_app.app import (
-    DEFAULT_OPACITY,
-    DISCLAIMER,
     VERDICT_COLOURS,
-    Analysis,
     InferenceWorker,
     Outcome,
     band_text,
@@ -46,11 +45,13 @@ from edge_app.app import (
     emit,
     export_report,
     model_rows,
-    overlay_rgba,
-    percent,
+    picture_rgba,
     reports_folder,
     user_message,
 )
+from edge_app.render import DEFAULT_OPACITY
+from edge_app.runtime import StudyResult
+from edge_app.text import DISCLAIMER, percent
 
 ON_ANDROID = platform == "android"
 NEUTRAL = (0.24, 0.27, 0.32, 1.0)
@@ -79,7 +80,10 @@ KV = """
 <ModelKey>:
     font_size: sp(14)
     color: 0.55, 0.60, 0.68, 1
-    size_hint_x: None
+    halign: "left"
+    valign: "top"
+    text_size: self.size
+    size_hint: None, None
     width: dp(118)
 
 <ModelValue>:
@@ -276,6 +280,11 @@ KV = """
                 text: root.source_text
                 font_size: sp(13)
                 color: 0.60, 0.65, 0.72, 1
+            BodyLabel:
+                id: disclaimer
+                text: root.disclaimer
+                font_size: sp(12)
+                color: 0.94, 0.69, 0.38, 1
         ScrollView:
             size_hint: (None, 1) if root.wide else (1, 0.42)
             width: dp(340)
@@ -376,11 +385,15 @@ KV = """
                     size_hint_y: None
                     height: self.minimum_height
                     spacing: dp(8), dp(3)
-                Divider:
-                BodyLabel:
-                    text: root.disclaimer
-                    font_size: sp(13)
-                    color: 0.60, 0.65, 0.72, 1
+                ToolButton:
+                    id: model_button
+                    text: "Open another model…"
+                    size_hint: 1, None
+                    height: dp(36)
+                    font_size: sp(14)
+                    background_color: 0.24, 0.27, 0.32, 1
+                    disabled: root.busy
+                    on_release: root.choose_bundle()
 
 <ExportDialog>:
     title: "Export report"
@@ -421,7 +434,6 @@ KV = """
                 on_release: root.confirm()
 
 <OpenDialog>:
-    title: "Open an image, a DICOM or NIfTI file, or a folder"
     size_hint: 0.92, 0.92
     BoxLayout:
         orientation: "vertical"
@@ -436,7 +448,7 @@ KV = """
             height: dp(44)
             spacing: dp(10)
             BodyLabel:
-                text: "A folder opens as one study: its images, or one DICOM series."
+                text: root.hint
                 font_size: sp(13)
                 valign: "middle"
                 text_size: self.size
@@ -461,8 +473,8 @@ class BodyLabel(Label):
     pass
 
 
-class ModelKey(BodyLabel):
-    pass
+class ModelKey(Label):
+    """A row's name in the model panel, top-aligned with its value (which may wrap)."""
 
 
 class ModelValue(BodyLabel):
@@ -523,10 +535,14 @@ class ExportDialog(Popup):
 
 
 class OpenDialog(Popup):
+    """A file and folder chooser: radiographs (the default), or a model bundle's folder."""
+
     start_folder = StringProperty()
+    hint = StringProperty("A folder opens as one study: its images, or one DICOM series.")
 
     def __init__(self, on_choose: Any, **kwargs: Any):
         self._on_choose = on_choose
+        kwargs.setdefault("title", "Open an image, a DICOM or NIfTI file, or a folder")
         super().__init__(**kwargs)
 
     def choose(self, selection: list[str]) -> None:
@@ -562,7 +578,7 @@ class MainView(BoxLayout):
     recent_names = ListProperty()
     default_opacity = NumericProperty(DEFAULT_OPACITY)
     disclaimer = StringProperty(DISCLAIMER)
-    analysis = ObjectProperty(None, allownone=True)
+    result = ObjectProperty(None, allownone=True)  # the shown StudyResult
 
     __events__ = ("on_outcome",)
 
@@ -573,6 +589,8 @@ class MainView(BoxLayout):
         self.recent: dict[str, Path] = {}
         self._pending = 0
         self._last_folder = Path.home()
+        self._opened_at = 0.0
+        self._bundle_folder = Path.home()
         self._display: dict[int, tuple[Any, Any]] = {}
         self._texture: Texture | None = None
         if not ON_ANDROID:
@@ -604,12 +622,21 @@ class MainView(BoxLayout):
         self.busy = True
         self.status = status
 
-    def load_model(self, bundle: Path) -> None:
+    def load_model(self, bundle: Path, reanalyse: bool = False) -> None:
+        """Load ``bundle``; with ``reanalyse``, score the shown input again with it, so no
+        verdict stays on screen next to a model that did not make it."""
+        bundle = Path(bundle).expanduser()
+        self._bundle_folder = bundle.parent
+        shown = self.result.source if reanalyse and self.result is not None else None
         self._started(f"Loading the model {bundle.name}…")
         self.worker.load_model(bundle, self._model_loaded)
+        if shown is not None:
+            self.open_path(Path(shown))
 
     def _model_loaded(self, outcome: Outcome) -> None:
         if outcome.message:
+            self.model_info = {}
+            self.band_text = ""
             self.ids.model_grid.clear_widgets()
             self.ids.model_grid.add_widget(ModelValue(text="No model loaded."))
             self.show_error(outcome.message)
@@ -618,9 +645,12 @@ class MainView(BoxLayout):
         grid = self.ids.model_grid
         grid.clear_widgets()
         for label, value in model_rows(self.model_info):
-            grid.add_widget(ModelKey(text=label))
-            grid.add_widget(ModelValue(text=escape_markup(value)))
+            key, shown = ModelKey(text=label), ModelValue(text=escape_markup(value))
+            shown.bind(height=key.setter("height"))
+            grid.add_widget(key)
+            grid.add_widget(shown)
         self.band_text = "Bands: " + band_text(self.model_info["thresholds"])
+        emit("MODEL", self.model_info)
         self.dispatch("on_outcome", "model")
 
     def open_path(self, path: Path) -> None:
@@ -628,16 +658,18 @@ class MainView(BoxLayout):
         self._remember(path)
         self._last_folder = path if path.is_dir() else path.parent
         self._started(f"Analysing {path.name}…")
+        self._opened_at = time.perf_counter()
         self.worker.analyse(path, self._analysed)
 
     def _analysed(self, outcome: Outcome) -> None:
         if outcome.message:
             self.show_error(outcome.message)
             return
-        analysis = outcome.value
-        self.show_analysis(analysis)
-        self.status = f"{analysis.path.name}: read and analysed in {analysis.seconds:.2f} s"
-        emit("VERDICT", analysis.result.to_json())
+        result = outcome.value
+        self.show_result(result)
+        seconds = time.perf_counter() - self._opened_at
+        self.status = f"{Path(result.source).name}: read and analysed in {seconds:.2f} s"
+        emit("VERDICT", result.to_json())
         self.dispatch("on_outcome", "verdict")
 
     # ------------------------------------------------------------------ showing
@@ -651,7 +683,7 @@ class MainView(BoxLayout):
         self.dispatch("on_outcome", "error")
 
     def clear_result(self) -> None:
-        self.analysis = None
+        self.result = None
         self.has_result = False
         self._display = {}
         self.slice_count = 0
@@ -661,31 +693,30 @@ class MainView(BoxLayout):
         self.probability_text = self.detail_text = self.source_text = ""
         self.ids.viewer.texture = None
 
-    def show_analysis(self, analysis: Analysis) -> None:
+    def show_result(self, result: StudyResult) -> None:
         self.clear_result()
         self.message = ""
-        self.analysis = analysis
+        self.result = result
         self.has_result = True
-        result = analysis.result
         self.verdict_text = result.verdict_text.upper()
         self.verdict_colour = list(VERDICT_COLOURS[result.verdict])
-        count = len(analysis.predictions)
-        if analysis.is_study:
-            what = "slices" if analysis.is_volume else "images"
+        count = len(result.predictions)
+        if result.is_study:
+            what = "slices" if result.is_volume else "images"
             self.probability_text = (
                 f"Fracture probability [b]{percent(result.probability)}[/b]\n"
                 f"[size={int(sp(13))}][color={MUTED}]mean over {count} {what}[/color][/size]"
             )
         else:
             self.probability_text = f"Fracture probability [b]{percent(result.probability)}[/b]"
-        self.slice_count = count if analysis.is_volume else 0
-        self.show_study_list = analysis.is_study and not analysis.is_volume
+        self.slice_count = count if result.is_volume else 0
+        self.show_study_list = result.is_study and not result.is_volume
         if self.show_study_list:
-            self._fill_study_list(analysis)
+            self._fill_study_list(result)
         self.select_image(0, force=True)
 
-    def _fill_study_list(self, analysis: Analysis) -> None:
-        for index, prediction in enumerate(analysis.predictions):
+    def _fill_study_list(self, result: StudyResult) -> None:
+        for index, prediction in enumerate(result.predictions):
             colour = get_hex_from_color(_lighter(VERDICT_COLOURS[prediction.verdict]))
             name = escape_markup(Path(prediction.source).name)
             entry = StudyEntry(
@@ -698,18 +729,18 @@ class MainView(BoxLayout):
             self.ids.study_list.add_widget(entry)
 
     def select_image(self, index: int, force: bool = False) -> None:
-        if self.analysis is None:
+        if self.result is None:
             return
-        index = max(0, min(int(index), len(self.analysis.predictions) - 1))
+        index = max(0, min(int(index), len(self.result.predictions) - 1))
         if index == self.image_index and not force:
             return
         self.image_index = index
-        prediction = self.analysis.predictions[index]
+        prediction = self.result.predictions[index]
         lines = []
         if prediction.region:
             lines.append(f"Region: {escape_markup(prediction.region)}")
-        if self.analysis.is_study:
-            kind = "Slice" if self.analysis.is_volume else "Image"
+        if self.result.is_study:
+            kind = "Slice" if self.result.is_volume else "Image"
             lines.append(
                 f"{kind} {index + 1}: {percent(prediction.probability)} ({prediction.verdict_text})"
             )
@@ -721,21 +752,24 @@ class MainView(BoxLayout):
         self.redraw()
 
     def redraw(self, *_args: Any) -> None:
-        """Draw the shown image with the heatmap at the slider's opacity."""
-        if self.analysis is None:
+        """Draw the shown image with its heatmap, box and legend at the slider's opacity."""
+        if self.result is None:
             return
         index = self.image_index
+        prediction = self.result.predictions[index]
         if index not in self._display:
             self._display = {
-                index: display_copy(
-                    self.analysis.radiographs[index].pixels,
-                    self.analysis.predictions[index].heatmap,
-                )
+                index: display_copy(self.result.radiographs[index].pixels, prediction.heatmap)
             }
         pixels, heatmap = self._display[index]
-        show = self.ids.heatmap_toggle.active
-        rgba = overlay_rgba(pixels, heatmap if show else None, self.ids.opacity_slider.value)
-        height, width = pixels.shape
+        rgba = picture_rgba(
+            pixels,
+            prediction,
+            heatmap,
+            self.ids.opacity_slider.value,
+            shown=self.ids.heatmap_toggle.active,
+        )
+        height, width = rgba.shape[:2]
         if self._texture is None or tuple(self._texture.size) != (width, height):
             self._texture = Texture.create(size=(width, height), colorfmt="rgba")
             self._texture.flip_vertical()  # numpy rows run top-down, GL rows bottom-up
@@ -757,6 +791,18 @@ class MainView(BoxLayout):
             self._android(app_android.pick_file, self._picked_on_android)
             return
         OpenDialog(on_choose=self.open_path, start_folder=str(self._last_folder)).open()
+
+    def choose_bundle(self) -> None:
+        """Pick a model bundle's folder (the one holding model.tflite and model_card.json)."""
+        if self.busy:
+            return
+        start = next(p for p in (self._bundle_folder, *self._bundle_folder.parents) if p.is_dir())
+        OpenDialog(
+            on_choose=lambda folder: self.load_model(folder, reanalyse=True),
+            start_folder=str(start),
+            title="Open a model bundle: its folder (model.tflite and model_card.json)",
+            hint="Select the bundle's folder, then Open. The shown image is scored again.",
+        ).open()
 
     def take_photo(self) -> None:
         from edge_app import app_android
@@ -785,7 +831,7 @@ class MainView(BoxLayout):
         Clock.schedule_once(on_kivy_thread)
 
     def ask_export(self) -> None:
-        if self.analysis is None or self.busy:
+        if self.result is None or self.busy:
             return
         own_folder = Path(App.get_running_app().user_data_dir) / "reports" if ON_ANDROID else None
         self.export_dialog = ExportDialog(
@@ -798,7 +844,7 @@ class MainView(BoxLayout):
         self.worker.submit(
             self._exported,
             export_report,
-            self.analysis,
+            self.result,
             self.image_index,
             self.model_info,
             folder,

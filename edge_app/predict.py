@@ -3,10 +3,13 @@
 Interface contract (other tools parse it): with ``--json`` every input gets exactly one line
 holding one JSON object with at least ``path``, ``fracture_probability`` (0–1, or null on
 error), ``verdict`` (``fracture`` | ``uncertain`` | ``no_fracture``, or null), ``region``
-(string or null) and ``error`` (null, or the message saying why that input could not be read).
-A folder, a multi-frame DICOM or a NIfTI volume is one study: one line, plus ``images`` and
-``per_image``. Inputs that fail do not stop the batch; the exit code is 1 when any input
-failed, 2 when the model itself cannot be loaded, 0 otherwise.
+(string or null), ``peak`` (``[x, y]``, the heatmap's maximum, or null), ``box`` (``[x0, y0, x1,
+y1]`` around the heatmap's top region for a *fracture* or *uncertain* verdict, else null; both
+in coordinates normalised to the image, x right and y down) and ``error`` (null, or the message
+saying why that input could not be read). A folder, a multi-frame DICOM or a NIfTI volume is one
+study: one line, plus ``images`` and ``per_image`` (each image's own record, with its own
+``peak`` and ``box``; the study's are null). Inputs that fail do not stop the batch; the exit
+code is 1 when any input failed, 2 when the model itself cannot be loaded, 0 otherwise.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from typing import TextIO
 from PIL import Image
 
 from edge_app.errors import FractureEdgeError
-from edge_app.radiograph import Radiograph, load_study
-from edge_app.runtime import FractureDetector, Prediction, StudyPrediction, overlay
+from edge_app.render import render_prediction
+from edge_app.runtime import FractureDetector, StudyResult
+from edge_app.text import DISCLAIMER
 
 
 def _safe_stem(path: Path) -> str:
@@ -32,27 +36,21 @@ def _safe_stem(path: Path) -> str:
     return name
 
 
-def write_heatmaps(
-    result: Prediction | StudyPrediction, images: Sequence[Radiograph], folder: Path, source: Path
-) -> list[Path]:
-    """Overlay PNGs: ``<name>.png`` for an image, ``<name>_<index>.png`` per study image."""
+def write_heatmaps(result: StudyResult, folder: Path, source: Path) -> list[Path]:
+    """Overlay PNGs (the film, its heatmap and box, the legend on the right; see
+    :mod:`edge_app.render`): ``<name>.png`` for an image, ``<name>_<index>.png`` per study
+    image."""
     folder.mkdir(parents=True, exist_ok=True)
-    predictions = result.images if isinstance(result, StudyPrediction) else [result]
+    single = len(result.predictions) == 1
     written = []
-    for index, (prediction, image) in enumerate(zip(predictions, images, strict=True)):
+    for index, (prediction, image) in enumerate(
+        zip(result.predictions, result.radiographs, strict=True)
+    ):
         stem = _safe_stem(source)
-        name = f"{stem}.png" if len(predictions) == 1 else f"{stem}_{index:03d}.png"
-        Image.fromarray(overlay(image.pixels, prediction.heatmap)).save(folder / name)
+        name = f"{stem}.png" if single else f"{stem}_{index:03d}.png"
+        Image.fromarray(render_prediction(image.pixels, prediction)).save(folder / name)
         written.append(folder / name)
     return written
-
-
-def score(detector: FractureDetector, path: Path, heatmap: bool):
-    """(result, the loaded images): one Prediction for an image, a StudyPrediction otherwise."""
-    images = load_study(path)
-    if len(images) == 1 and not path.is_dir():
-        return detector.predict_radiograph(images[0], heatmap=heatmap), images
-    return detector.predict_study(images, str(path), heatmap=heatmap), images
 
 
 def _text_line(record: dict) -> str:
@@ -89,10 +87,10 @@ def predict_paths(
     for raw in paths:
         path = Path(raw)
         try:
-            result, images = score(detector, path, heatmap=heatmaps is not None)
+            result = detector.predict_path(path, heatmap=heatmaps is not None)
             record = result.to_json()
             if heatmaps is not None:
-                written = write_heatmaps(result, images, Path(heatmaps), path)
+                written = write_heatmaps(result, Path(heatmaps), path)
                 record["heatmaps"] = [str(p) for p in written]
         except (FractureEdgeError, OSError, ValueError) as error:
             failures += 1
@@ -101,10 +99,14 @@ def predict_paths(
                 "fracture_probability": None,
                 "verdict": None,
                 "region": None,
+                "peak": None,
+                "box": None,
                 "error": str(error),
             }
             print(f"fracture-edge: error: {path}: {error}", file=err)
         print(json.dumps(record) if as_json else _text_line(record), file=out, flush=True)
     if failures:
         print(f"fracture-edge: {failures} of {len(paths)} inputs could not be read", file=err)
+    if not as_json:  # read by a person: the same caveat as the app and the page
+        print(DISCLAIMER, file=err)
     return 1 if failures else 0

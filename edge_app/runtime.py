@@ -19,7 +19,13 @@ Verdicts use the card's two operating points on the temperature-scaled probabili
 A study (several views of one patient, or the slices of a volume) gets one verdict from the
 **mean of its images' calibrated probabilities**, with the same thresholds. The mean, not the
 maximum: every view was scored by a model calibrated per image, and a maximum over n views
-inflates the false-positive rate with n.
+inflates the false-positive rate with n. Whatever was opened, one file or a study, the result is
+one :class:`StudyResult` that keeps the radiographs for display next to their predictions.
+
+Each prediction also says where to look: the heatmap's ``peak`` and, for a *fracture* or
+*uncertain* verdict, the ``box`` around its top region (:func:`edge_app.findings.locate`), both
+in coordinates normalised to the image. They are computed here, once, so every front end draws
+the same box; :mod:`edge_app.render` draws them.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import numpy as np
 
 from edge_app.errors import ModelCardError
 from edge_app.files import file_sha256
+from edge_app.findings import Box, Point, locate
 from edge_app.preprocess import LetterboxGeometry, PreprocessConfig, preprocess
 from edge_app.radiograph import Radiograph, load_study
 from edge_app.tflite import ModelFileError, TFLiteModel
@@ -65,6 +72,22 @@ class Bundle:
     @property
     def name(self) -> str:
         return str(self.card.get("name", self.folder.name))
+
+    @property
+    def site_calibration(self) -> dict[str, Any] | None:
+        """The card's ``site_calibration`` record (at least ``site`` and ``date``), or None for
+        a bundle that was not calibrated on a site's own films."""
+        record = self.card.get("site_calibration")
+        if record is None:
+            return None
+        if not isinstance(record, dict) or not all(
+            isinstance(record.get(key), str) and record[key] for key in ("site", "date")
+        ):
+            raise ModelCardError(
+                f"{self.folder / 'model_card.json'}: 'site_calibration' must be an object with "
+                f"non-empty 'site' and 'date' strings, got {record!r}; re-run the calibration"
+            )
+        return record
 
     @classmethod
     def load(cls, folder: str | Path, verify: bool = True) -> Bundle:
@@ -109,7 +132,12 @@ class Bundle:
 
 @dataclass
 class Prediction:
-    """One image's result. ``heatmap`` is in [0, 1] at the image's own size."""
+    """One image's result. ``heatmap`` is in [0, 1] at the image's own size.
+
+    ``peak`` is the heatmap's maximum as normalised ``(x, y)`` (None for an empty map); ``box``
+    is its top region's bounding box as normalised ``(x0, y0, x1, y1)``, None for a
+    *no fracture* verdict or an empty map. x runs right and y down, both from 0 to 1.
+    """
 
     source: str
     probability: float
@@ -121,16 +149,23 @@ class Prediction:
     heatmap: np.ndarray | None = field(default=None, repr=False)
     warnings: tuple[str, ...] = ()
     metadata: dict[str, Any] = field(default_factory=dict)
+    peak: Point | None = None
+    box: Box | None = None
 
     @property
     def verdict_text(self) -> str:
         return VERDICT_TEXT[self.verdict]
 
     def to_json(self) -> dict[str, Any]:
-        return _record(self, warnings=list(self.warnings))
+        return _record(
+            self,
+            peak=list(self.peak) if self.peak else None,
+            box=list(self.box) if self.box else None,
+            warnings=list(self.warnings),
+        )
 
 
-def _record(result: Prediction | StudyPrediction, **extra: Any) -> dict[str, Any]:
+def _record(result: Prediction | StudyResult, **extra: Any) -> dict[str, Any]:
     """The ``predict --json`` contract's fields, then ``extra``, then ``error``."""
     return {
         "path": result.source,
@@ -143,27 +178,54 @@ def _record(result: Prediction | StudyPrediction, **extra: Any) -> dict[str, Any
 
 
 @dataclass
-class StudyPrediction:
-    """Several images of one study (views or slices) and their one verdict."""
+class StudyResult:
+    """What one opened input gives: its radiographs, one prediction per radiograph, one verdict.
+
+    ``is_study`` is False for a single image opened on its own (an image file, a one-frame
+    DICOM): the verdict and the JSON record are that image's. Otherwise (a folder, even of one
+    image; several files; a multi-frame DICOM; a volume) the verdict comes from the mean of the
+    images' calibrated probabilities, and the JSON record is the study's, with each image's.
+    """
 
     source: str
-    images: list[Prediction]
+    radiographs: list[Radiograph]
+    predictions: list[Prediction]
     probability: float
     verdict: str
     region: str | None = None
+    is_study: bool = True
     aggregation: str = "mean of the images' calibrated probabilities"
 
     @property
     def verdict_text(self) -> str:
         return VERDICT_TEXT[self.verdict]
 
+    @property
+    def is_volume(self) -> bool:
+        """Slices of a CT/MRI volume (browsed with a slider rather than a list)."""
+        return "slice_count" in self.radiographs[0].metadata
+
+    @property
+    def warnings(self) -> list[str]:
+        return sorted({w for prediction in self.predictions for w in prediction.warnings})
+
+    def most_suspicious(self) -> int:
+        """Index of the image with the highest fracture probability."""
+        return int(np.argmax([prediction.probability for prediction in self.predictions]))
+
     def to_json(self) -> dict[str, Any]:
+        """A single image's own record; for a study, the study's, with ``peak`` and ``box``
+        null (each image in ``per_image`` has its own)."""
+        if not self.is_study:
+            return self.predictions[0].to_json()
         return _record(
             self,
-            images=len(self.images),
+            peak=None,
+            box=None,
+            images=len(self.predictions),
             aggregation=self.aggregation,
-            per_image=[image.to_json() for image in self.images],
-            warnings=sorted({w for image in self.images for w in image.warnings}),
+            per_image=[prediction.to_json() for prediction in self.predictions],
+            warnings=self.warnings,
         )
 
 
@@ -173,13 +235,16 @@ def softmax(values: np.ndarray) -> np.ndarray:
     return exponent / exponent.sum()
 
 
-def _cubic_weights(distance: np.ndarray) -> np.ndarray:
-    """Keys' cubic convolution kernel (a = -0.5, as Pillow's and OpenCV's bicubic)."""
-    d = np.abs(distance)
-    return np.where(
-        d <= 1,
-        1.5 * d**3 - 2.5 * d**2 + 1,
-        np.where(d < 2, -0.5 * d**3 + 2.5 * d**2 - 4 * d + 2, 0.0),
+def _cubic_tap_weights(offset: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Keys' cubic convolution weights (a = -0.5, as Pillow's and OpenCV's bicubic) of the four
+    taps at distances 1 + t, t, 1 - t and 2 - t, for fractional offsets t in [0, 1)."""
+    squared = offset * offset
+    cubed = squared * offset
+    return (
+        -0.5 * cubed + squared - 0.5 * offset,
+        1.5 * cubed - 2.5 * squared + 1,
+        -1.5 * cubed + 2 * squared + 0.5 * offset,
+        0.5 * cubed - 0.5 * squared,
     )
 
 
@@ -191,13 +256,14 @@ def interpolation_matrix(size: int, start: float, span: float, cells: int, canva
     ``(j + 0.5) * canvas / cells``. Edges are clamped (each row's weights sum to 1).
     """
     position = (start + (np.arange(size) + 0.5) * span / size) * cells / canvas - 0.5
-    base = np.floor(position).astype(int)
+    base = np.floor(position)
+    tap_weights = _cubic_tap_weights(position - base)
+    base = base.astype(int)
     weights = np.zeros((size, cells), dtype=np.float32)
     rows = np.arange(size)
-    for tap in range(-1, 3):
-        index = base + tap
+    for tap, tap_weight in zip(range(-1, 3), tap_weights, strict=True):
         # One column per row and tap, so plain fancy-index += never meets a duplicate pair.
-        weights[rows, np.clip(index, 0, cells - 1)] += _cubic_weights(position - index)
+        weights[rows, np.clip(base + tap, 0, cells - 1)] += tap_weight
     return weights
 
 
@@ -228,46 +294,6 @@ def heatmap_from_cam(
     columns = interpolation_matrix(width, geometry.left, geometry.width, cells_x, canvas)
     heatmap = (rows @ positive) @ columns.T
     return np.clip(heatmap, 0.0, 1.0, out=heatmap)
-
-
-# A perceptually ordered map (dark blue → cyan → yellow → red), as anchor colours.
-_ANCHORS = np.array(
-    [
-        [0.00, 0.19, 0.07, 0.23],
-        [0.25, 0.16, 0.47, 0.95],
-        [0.45, 0.10, 0.85, 0.75],
-        [0.65, 0.64, 0.99, 0.23],
-        [0.85, 0.98, 0.60, 0.12],
-        [1.00, 0.73, 0.06, 0.02],
-    ]
-)
-COLORMAP = np.stack(
-    [np.interp(np.linspace(0, 1, 256), _ANCHORS[:, 0], _ANCHORS[:, c]) for c in (1, 2, 3)], 1
-)
-COLORMAP = (COLORMAP * 255).round().astype(np.uint8)
-
-
-def colourise(heatmap: np.ndarray) -> np.ndarray:
-    """A [0, 1] map as RGB uint8 through :data:`COLORMAP`."""
-    index = np.clip(np.asarray(heatmap) * 255, 0, 255).astype(np.uint8)
-    return COLORMAP[index]
-
-
-def overlay(pixels: np.ndarray, heatmap: np.ndarray | None, opacity: float = 0.45) -> np.ndarray:
-    """The radiograph in grey with the heatmap blended where it is warm; RGB uint8.
-
-    Opacity scales with the heatmap's own value, so cold regions keep the radiograph visible.
-    """
-    if not 0.0 <= opacity <= 1.0:
-        raise ValueError(f"opacity must lie in [0, 1], got {opacity}")
-    grey = np.repeat(np.round(np.clip(pixels, 0, 1) * 255).astype(np.float32)[..., None], 3, axis=2)
-    if heatmap is None or opacity == 0:
-        return grey.astype(np.uint8)
-    if heatmap.shape != pixels.shape:
-        raise ValueError(f"heatmap {heatmap.shape} and image {pixels.shape} differ in shape")
-    weight = (opacity * np.clip(heatmap, 0, 1))[..., None]
-    blended = grey * (1 - weight) + colourise(heatmap).astype(np.float32) * weight
-    return blended.round().astype(np.uint8)
 
 
 class FractureDetector:
@@ -334,17 +360,22 @@ class FractureDetector:
                 for label, p in zip(self.region_labels, values, strict=True)
             }
             region = self.region_labels[int(values.argmax())]
+        verdict = self.verdict(probability)
+        # The map is made even when it is not kept: the peak and the box are read off it, so
+        # they are the same with or without it, in every front end.
+        full_map = heatmap_from_cam(cam, geometry, *pixels.shape, self.cam_scale)
+        peak, box = locate(full_map, with_box=verdict != "no_fracture")
         return Prediction(
             source=source,
             probability=probability,
             logit=logit,
-            verdict=self.verdict(probability),
+            verdict=verdict,
             region=region,
             region_probabilities=region_probabilities,
             cam=cam,
-            heatmap=(
-                heatmap_from_cam(cam, geometry, *pixels.shape, self.cam_scale) if heatmap else None
-            ),
+            heatmap=full_map if heatmap else None,
+            peak=peak,
+            box=box,
         )
 
     def infer(self, model_input: np.ndarray) -> dict[str, np.ndarray]:
@@ -365,35 +396,57 @@ class FractureDetector:
         return prediction
 
     def predict_study(
-        self, images: Sequence[Radiograph] | Iterable[Radiograph], source: str, heatmap=True
-    ) -> StudyPrediction:
-        predictions = [self.predict_radiograph(image, heatmap) for image in images]
+        self,
+        radiographs: Sequence[Radiograph] | Iterable[Radiograph],
+        source: str,
+        heatmap: bool = True,
+        is_study: bool = True,
+    ) -> StudyResult:
+        """Score every radiograph; one verdict from the mean of their probabilities."""
+        radiographs = list(radiographs)
+        predictions = [self.predict_radiograph(image, heatmap) for image in radiographs]
         if not predictions:
             raise ValueError(f"{source} holds no image to score")
         probability = float(np.mean([p.probability for p in predictions]))
         regions = [p.region for p in predictions if p.region]
         region = max(set(regions), key=regions.count) if regions else None
-        return StudyPrediction(
+        return StudyResult(
             source=source,
-            images=predictions,
+            radiographs=radiographs,
+            predictions=predictions,
             probability=probability,
             verdict=self.verdict(probability),
             region=region,
+            is_study=is_study,
         )
 
-    def predict_path(self, path: str | Path, heatmap: bool = True) -> Prediction | StudyPrediction:
-        """An image or single DICOM gives a :class:`Prediction`; a folder, a multi-frame DICOM
-        or a NIfTI volume a :class:`StudyPrediction`."""
-        images = load_study(path)
-        if len(images) == 1 and not Path(path).is_dir():
-            return self.predict_radiograph(images[0], heatmap)
-        return self.predict_study(images, str(path), heatmap)
+    def predict_files(
+        self, paths: Sequence[str | Path], source: str | None = None, heatmap: bool = True
+    ) -> StudyResult:
+        """Score files and folders as one input. One path that is not a folder and holds one
+        image is a single image; anything more is a study (:class:`StudyResult`). ``source``
+        names it (default: the path, or "N files")."""
+        paths = [Path(path) for path in paths]
+        if not paths:
+            raise ValueError("no file to score: give at least one path")
+        radiographs = [image for path in paths for image in load_study(path)]
+        is_study = len(paths) > 1 or len(radiographs) > 1 or paths[0].is_dir()
+        if source is None:
+            source = str(paths[0]) if len(paths) == 1 else f"{len(paths)} files"
+        return self.predict_study(radiographs, source, heatmap, is_study=is_study)
+
+    def predict_path(self, path: str | Path, heatmap: bool = True) -> StudyResult:
+        """An image, a DICOM file or volume, a NIfTI volume or a study folder
+        (:meth:`predict_files` with one path)."""
+        return self.predict_files([path], heatmap=heatmap)
 
     def describe(self) -> dict[str, Any]:
         """Model name, version and validation/test metrics, for the app's info panel."""
         metrics = self.card.get("metrics") or {}
         return {
             "name": self.bundle.name,
+            "folder": str(self.bundle.folder),
+            "site_calibration": self.bundle.site_calibration,
             "architecture": self.card.get("architecture"),
             "quantization": self.card.get("quantization"),
             "input_size": self.preprocessing.input_size,

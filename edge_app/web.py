@@ -1,7 +1,10 @@
 """The Gradio page: upload radiographs, see the verdict, the calibrated probability and the heatmap.
 
 It is a thin front end on :class:`edge_app.runtime.FractureDetector`, the runtime the app and
-``fracture-edge predict`` use: no preprocessing or inference lives here, only display.
+``fracture-edge predict`` use: no preprocessing or inference lives here, only display, and the
+picture (overlay, box, legend) is drawn by :mod:`edge_app.render`, as in the app. A selector
+picks the model bundle, per browser session: the bundles next to the one the page started with,
+or (when the page is served to this computer only) any bundle folder typed in.
 
 Private by default: the server binds to 127.0.0.1, never opens a share link, sends no usage
 statistics, keeps no run history in the browser, and the page loads nothing from outside (the
@@ -25,14 +28,9 @@ from PIL import Image
 
 from edge_app._optional import require
 from edge_app.errors import FractureEdgeError
-from edge_app.radiograph import Radiograph, load_study
-from edge_app.runtime import (
-    DEFAULT_BUNDLE,
-    FractureDetector,
-    Prediction,
-    StudyPrediction,
-    overlay,
-)
+from edge_app.render import DEFAULT_OPACITY, render
+from edge_app.runtime import DEFAULT_BUNDLE, Bundle, FractureDetector, Prediction, StudyResult
+from edge_app.text import DISCLAIMER, percent, site_calibration_text
 from edge_app.web_cli import DEFAULT_HOST, DEFAULT_PORT
 
 # Read when Gradio and huggingface_hub are imported: no telemetry, no version check against
@@ -45,21 +43,24 @@ gr: Any = require("gradio", "serve the web page")
 
 LOGGER = logging.getLogger(__name__)
 
-DEFAULT_OPACITY = 0.45
 #: Longest side of the overlay sent to the browser; the model always sees the full image.
 DISPLAY_MAX_SIDE = 1024
+#: ... and at least this: a small film is enlarged, so the legend drawn beside it stays legible
+#: once the browser fits the picture into its frame.
+DISPLAY_MIN_SIDE = 720
 #: Uploads and rendered overlays are radiographs: Gradio deletes its copies after this long.
 CACHE_SECONDS = 900
 MAX_UPLOAD = "512mb"
 
-DISCLAIMER = (
-    "Research tool, not a diagnostic device. FractureEdge has no regulatory clearance. Its "
-    "output must not be used to diagnose, treat or rule out a fracture; a qualified clinician "
-    "reviews every image."
-)
+#: Detectors the page keeps loaded at once (each holds its model, a few MB to tens of MB).
+MAX_LOADED_BUNDLES = 4
+
 HEATMAP_NOTE = (
     "The heatmap is a class-activation map: where the model's evidence for a fracture lies, not "
-    "an outline of the fracture. A cold map does not mean the bone is intact."
+    "an outline of the fracture. For a fracture or uncertain verdict it is scaled to its own "
+    "peak, and the box (solid: fracture, dashed: uncertain) bounds its top region, the area above "
+    "half the peak: where to look first, not a detection. A cold map does not mean the bone is "
+    "intact."
 )
 FILE_HELP = (
     "JPEG, PNG, DICOM (.dcm or no extension), NIfTI (.nii, .nii.gz). Several files are scored as "
@@ -103,34 +104,73 @@ _CSS = """
 
 @dataclass(frozen=True)
 class ShownImage:
-    """One image as the browser shows it: grey and heatmap as uint8, at most display size."""
+    """One image as the browser shows it: grey and heatmap as uint8, at most display size, with
+    what :func:`edge_app.render.render` needs besides (the image's verdict and box)."""
 
     label: str
     grey: np.ndarray
     heatmap: np.ndarray | None
+    verdict: str = "no_fracture"
+    box: tuple[float, float, float, float] | None = None
+
+
+def find_bundles(*folders: Path) -> list[Path]:
+    """Each folder that is a bundle, and the bundles directly inside each folder, in order."""
+    found: list[Path] = []
+    for folder in folders:
+        folder = Path(folder)
+        candidates = [folder] + (sorted(folder.iterdir()) if folder.is_dir() else [])
+        for candidate in candidates:
+            if (candidate / "model_card.json").is_file() and candidate.resolve() not in {
+                known.resolve() for known in found
+            }:
+                found.append(candidate)
+    return found
+
+
+def bundle_label(folder: Path) -> str:
+    """How the selector names a bundle: its card's name, its folder, its site calibration."""
+    try:
+        bundle = Bundle.load(folder, verify=False)  # the sha256 is checked when it is used
+        name = folder.name if bundle.name == folder.name else f"{bundle.name} ({folder.name})"
+        return f"{name} — {site_calibration_text(bundle.site_calibration)}"
+    except FractureEdgeError as error:
+        return f"{folder.name} (unusable: {error})"
 
 
 class PageModel:
-    """The detector behind the page. Gradio calls handlers from a thread pool and the detector
-    is not thread-safe, so scoring takes a lock."""
+    """The detectors behind the page, one per bundle folder, loaded on first use. Gradio calls
+    handlers from a thread pool and a detector is not thread-safe, so loading and scoring take
+    one lock."""
 
-    def __init__(self, detector: FractureDetector):
-        self.detector = detector
+    def __init__(self, default: Path):
+        self.default = Path(default)
+        self._detectors: dict[Path, FractureDetector] = {}
         self._lock = threading.Lock()
+        self.detector = self.load(self.default)  # a broken default bundle fails at start
 
-    def score(self, paths: Sequence[str | Path]) -> tuple[Prediction | StudyPrediction, list]:
-        """Score the uploaded files as ``predict_path`` would: one image gives a Prediction;
-        several files, a multi-frame DICOM or a volume give one StudyPrediction."""
-        images: list[Radiograph] = [image for path in paths for image in load_study(path)]
+    def load(self, folder: Path | str | None) -> FractureDetector:
+        """The detector for ``folder`` (default: the page's own bundle), loaded if need be."""
+        folder = Path(folder) if folder else self.default
         with self._lock:
-            if len(paths) == 1 and len(images) == 1:
-                return self.detector.predict_radiograph(images[0]), images
-            source = Path(paths[0]).name if len(paths) == 1 else f"{len(paths)} files"
-            return self.detector.predict_study(images, source), images
+            return self._load(folder)
 
+    def _load(self, folder: Path) -> FractureDetector:
+        key = folder.resolve()
+        if key not in self._detectors:
+            if len(self._detectors) >= MAX_LOADED_BUNDLES:  # forget the oldest but the default
+                oldest = next(k for k in self._detectors if k != self.default.resolve())
+                del self._detectors[oldest]
+            self._detectors[key] = FractureDetector(folder)
+        return self._detectors[key]
 
-def image_predictions(result: Prediction | StudyPrediction) -> list[Prediction]:
-    return result.images if isinstance(result, StudyPrediction) else [result]
+    def score(self, paths: Sequence[str | Path], bundle: Path | str | None = None) -> StudyResult:
+        """Score the uploaded files as one input (``FractureDetector.predict_files``): one image
+        is a single image; several files, a multi-frame DICOM or a volume are one study."""
+        source = Path(paths[0]).name if len(paths) == 1 else f"{len(paths)} files"
+        with self._lock:
+            detector = self._load(Path(bundle) if bundle else self.default)
+            return detector.predict_files(paths, source)
 
 
 def _to_uint8(values: np.ndarray) -> np.ndarray:
@@ -144,9 +184,16 @@ def _fit_display(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(image)
 
 
-def display_size(height: int, width: int, max_side: int = DISPLAY_MAX_SIDE) -> tuple[int, int]:
-    """(width, height) with the longest side at most ``max_side``, as Pillow's resize takes."""
-    scale = min(1.0, max_side / max(height, width))
+def display_size(
+    height: int,
+    width: int,
+    max_side: int = DISPLAY_MAX_SIDE,
+    min_side: int = DISPLAY_MIN_SIDE,
+) -> tuple[int, int]:
+    """(width, height) with the longest side between ``min_side`` and ``max_side``, as Pillow's
+    resize takes."""
+    longest = max(height, width)
+    scale = min(max_side / longest, max(1.0, min_side / longest))
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
@@ -163,44 +210,39 @@ def image_name(prediction: Prediction) -> str:
     return name
 
 
-def shown_images(
-    result: Prediction | StudyPrediction, images: Sequence[Radiograph]
-) -> list[ShownImage]:
+def shown_images(result: StudyResult) -> list[ShownImage]:
     shown = []
     for index, (prediction, image) in enumerate(
-        zip(image_predictions(result), images, strict=True), 1
+        zip(result.predictions, result.radiographs, strict=True), 1
     ):
-        size = display_size(*image.pixels.shape)
+        size = display_size(*image.pixels.shape, min_side=0)  # kept per image: never enlarged
         heatmap = None
         if prediction.heatmap is not None:
             heatmap = _fit_display(_to_uint8(prediction.heatmap), size)
         label = (
-            f"{index}. {image_name(prediction)} — {prediction.probability:.1%} "
+            f"{index}. {image_name(prediction)} — {percent(prediction.probability)} "
             f"({prediction.verdict_text})"
         )
-        shown.append(ShownImage(label, _fit_display(_to_uint8(image.pixels), size), heatmap))
+        grey = _fit_display(_to_uint8(image.pixels), size)
+        shown.append(ShownImage(label, grey, heatmap, prediction.verdict, prediction.box))
     return shown
 
 
-def render(shown: ShownImage, show_heatmap: bool, opacity: float) -> np.ndarray:
-    """The overlay for the browser, through the runtime's own :func:`overlay`."""
-    heatmap = (
-        shown.heatmap.astype(np.float32) / 255
-        if show_heatmap and shown.heatmap is not None
-        else None
-    )
-    return overlay(shown.grey.astype(np.float32) / 255, heatmap, float(opacity))
-
-
-def most_suspicious(result: Prediction | StudyPrediction) -> int:
-    probabilities = [prediction.probability for prediction in image_predictions(result)]
-    return int(np.argmax(probabilities))
+def picture(shown: ShownImage, show_heatmap: bool, opacity: float) -> np.ndarray:
+    """The picture for the browser: :func:`edge_app.render.render`, as the app draws it, on a
+    film enlarged to :data:`DISPLAY_MIN_SIDE` if it is smaller."""
+    size = display_size(*shown.grey.shape)
+    grey = _fit_display(shown.grey, size).astype(np.float32) / 255
+    heatmap = None
+    if shown.heatmap is not None:
+        heatmap = _fit_display(shown.heatmap, size).astype(np.float32) / 255
+    return render(grey, heatmap, shown.verdict, shown.box, float(opacity), bool(show_heatmap))
 
 
 # --------------------------------------------------------------------------- text
 
 
-def public_json(result: Prediction | StudyPrediction) -> dict[str, Any]:
+def public_json(result: Prediction | StudyResult) -> dict[str, Any]:
     """``to_json()`` with file names instead of the server's temporary upload paths."""
     details = result.to_json()
     details["path"] = _file_name(details["path"])
@@ -210,24 +252,30 @@ def public_json(result: Prediction | StudyPrediction) -> dict[str, Any]:
 
 
 def _percent(value: float) -> str:
-    return f"{value:.1%}"
+    """:func:`edge_app.text.percent`, kept on one line in the browser."""
+    return f"<span style='white-space:nowrap'>{percent(value)}</span>"
 
 
-def verdict_card(result: Prediction | StudyPrediction, thresholds: dict[str, float]) -> str:
+def verdict_card(
+    result: Prediction | StudyResult, thresholds: dict[str, float], bundle: str | None = None
+) -> str:
+    """The coloured verdict card; ``bundle`` names the model that gave it."""
     text, fill, border = _VERDICT_STYLE[result.verdict]
     lines = [
         f"Calibrated fracture probability: <b>{_percent(result.probability)}</b>",
         f"Region: {html.escape(result.region) if result.region else 'not predicted by this model'}",
     ]
-    if isinstance(result, StudyPrediction):
-        lines.append(f"Study of {len(result.images)} images: {html.escape(result.aggregation)}")
+    if isinstance(result, StudyResult) and result.is_study:
+        lines.append(
+            f"Study of {len(result.predictions)} images: {html.escape(result.aggregation)}"
+        )
     lines.append(
         f"<span class='fe-muted'>Operating points: review from "
-        f"{_percent(thresholds['doubt'])}, fracture from {_percent(thresholds['fracture'])}</span>"
+        f"{_percent(thresholds['doubt'])}, fracture from {_percent(thresholds['fracture'])}"
+        + (f" · model {html.escape(bundle)}" if bundle else "")
+        + "</span>"
     )
-    warnings = sorted(
-        {warning for image in image_predictions(result) for warning in image.warnings}
-    )
+    warnings = result.warnings if isinstance(result, StudyResult) else list(result.warnings)
     return _card(result.verdict_text.capitalize(), lines, warnings, text, fill, border)
 
 
@@ -249,17 +297,17 @@ def _card(
     )
 
 
-def image_table(result: Prediction | StudyPrediction) -> list[list[Any]]:
+def image_table(result: StudyResult) -> list[list[Any]]:
     return [
         [
             index,
             image_name(prediction),
-            _percent(prediction.probability),
+            percent(prediction.probability),
             prediction.verdict_text,
             prediction.region or "—",
             "; ".join(prediction.warnings),
         ]
-        for index, prediction in enumerate(image_predictions(result), 1)
+        for index, prediction in enumerate(result.predictions, 1)
     ]
 
 
@@ -273,7 +321,9 @@ def model_info(detector: FractureDetector) -> str:
     metrics = detector.card.get("metrics") or {}
     lines = [
         f"**Model** `{info['name']}` ({info['architecture'] or 'unknown architecture'}, "
-        f"{info['quantization'] or 'float32'}, {info['input_size']} px input)"
+        f"{info['quantization'] or 'float32'}, {info['input_size']} px input)",
+        f"**Bundle** `{Path(info['folder']).name}`, "
+        f"**{site_calibration_text(info['site_calibration'])}**",
     ]
     if info["val_auroc"] is not None:
         interval = _format_ci(metrics.get("val_auroc_ci95"))
@@ -286,8 +336,8 @@ def model_info(detector: FractureDetector) -> str:
         )
     thresholds = info["thresholds"]
     lines.append(
-        f"**Operating points** uncertain — review from {_percent(thresholds['doubt'])}, "
-        f"fracture from {_percent(thresholds['fracture'])} (calibrated probability)"
+        f"**Operating points** uncertain — review from {percent(thresholds['doubt'])}, "
+        f"fracture from {percent(thresholds['fracture'])} (calibrated probability)"
     )
     if info["sha256"]:
         lines.append(f"<span class='fe-muted'>sha256 {info['sha256'][:16]}…</span>")
@@ -308,28 +358,46 @@ def _hidden_outputs(card: str, details: dict[str, Any]) -> tuple:
     )
 
 
-def _analyse(model: PageModel, files: Any, show_heatmap: bool, opacity: float) -> tuple:
+def _analyse(
+    model: PageModel, files: Any, show_heatmap: bool, opacity: float, bundle: str | None = None
+) -> tuple:
     paths = [files] if isinstance(files, str) else list(files or [])
     if not paths:
         return _hidden_outputs(PLACEHOLDER, {})
     try:
-        result, images = model.score(paths)
+        result = model.score(paths, bundle)
+        detector = model.load(bundle)
     except FractureEdgeError as error:
         LOGGER.info("upload rejected: %s", error)
         message = _without_upload_folders(str(error), paths)
         return _hidden_outputs(error_card(message), {"error": message})
-    shown = shown_images(result, images)
-    selected = most_suspicious(result)
-    study = isinstance(result, StudyPrediction)
+    shown = shown_images(result)
+    selected = result.most_suspicious()
     choices = [(item.label, index) for index, item in enumerate(shown)]
     return (
-        verdict_card(result, model.detector.thresholds),
-        render(shown[selected], show_heatmap, opacity),
-        gr.Dropdown(choices=choices, value=selected, visible=study),
-        gr.Dataframe(value=image_table(result), visible=study),
+        verdict_card(result, detector.thresholds, detector.bundle.name),
+        picture(shown[selected], show_heatmap, opacity),
+        gr.Dropdown(choices=choices, value=selected, visible=result.is_study),
+        gr.Dataframe(value=image_table(result), visible=result.is_study),
         public_json(result),
         shown,
     )
+
+
+def _switch_bundle(
+    model: PageModel, choice: str | None, files: Any, show_heatmap: bool, opacity: float
+) -> tuple:
+    """Use the chosen bundle for this browser session and score the upload again with it, so
+    no verdict stays on the page next to a model that did not make it."""
+    folder = str(choice or model.default)
+    try:
+        detector = model.load(folder)
+    except FractureEdgeError as error:
+        LOGGER.info("bundle %s refused: %s", folder, error)
+        message = f"The model bundle could not be loaded: {error}"
+        info = f"**No model loaded.** {html.escape(str(error))}"
+        return (folder, info, *_hidden_outputs(error_card(message), {"error": message}))
+    return (folder, model_info(detector), *_analyse(model, files, show_heatmap, opacity, folder))
 
 
 def _without_upload_folders(message: str, paths: Sequence[str]) -> str:
@@ -343,7 +411,7 @@ def _redraw(shown: list[ShownImage], selected: Any, show_heatmap: bool, opacity:
     if not shown:
         return None
     index = selected if isinstance(selected, int) and 0 <= selected < len(shown) else 0
-    return render(shown[index], show_heatmap, opacity)
+    return picture(shown[index], show_heatmap, opacity)
 
 
 def _theme() -> Any:
@@ -352,27 +420,45 @@ def _theme() -> Any:
     )
 
 
-def build_interface(model: Path | None = None) -> Any:
-    """The page as a ``gr.Blocks``, scoring with the bundle ``model`` (default: the shipped one)."""
-    page = PageModel(FractureDetector(model or DEFAULT_BUNDLE))
+def build_interface(model: Path | None = None, typed_bundles: bool = True) -> Any:
+    """The page as a ``gr.Blocks``, scoring with the bundle ``model`` (default: the shipped one).
+
+    The bundle selector lists ``model`` and the bundles beside it; with ``typed_bundles`` any
+    other bundle folder on this machine can be typed in (:func:`launch` allows it only when the
+    page is served to this computer alone)."""
+    page = PageModel(model or DEFAULT_BUNDLE)
+    bundles = find_bundles(page.default, page.default.parent)
     with gr.Blocks(
         title="FractureEdge", analytics_enabled=False, delete_cache=(CACHE_SECONDS, CACHE_SECONDS)
     ) as demo:
         gr.Markdown("# FractureEdge\nFracture detection on radiographs, scored on this computer.")
         gr.HTML(f"<div class='fe-banner' role='note'><b>{DISCLAIMER}</b></div>")
+        bundle = gr.State(str(page.default), time_to_live=CACHE_SECONDS)
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=300):
                 files = gr.File(label="Radiograph(s)", file_count="multiple", elem_id="fe-upload")
                 gr.Markdown(f"<span class='fe-muted'>{FILE_HELP}</span>")
-                show_heatmap = gr.Checkbox(value=True, label="Show heatmap", elem_id="fe-heatmap")
+                show_heatmap = gr.Checkbox(
+                    value=True, label="Show heatmap and box", elem_id="fe-heatmap"
+                )
                 opacity = gr.Slider(0.0, 1.0, value=DEFAULT_OPACITY, step=0.05, label="Opacity")
                 choice = gr.Dropdown(label="Image shown", choices=[], visible=False)
                 with gr.Accordion("Model", open=True):
-                    gr.Markdown(model_info(page.detector))
+                    selector = gr.Dropdown(
+                        choices=[(bundle_label(folder), str(folder)) for folder in bundles],
+                        value=str(page.default),
+                        label="Model bundle",
+                        info="a bundle folder (model.tflite and model_card.json)"
+                        + ("; type a path to use another" if typed_bundles else ""),
+                        allow_custom_value=typed_bundles,
+                        elem_id="fe-bundle",
+                    )
+                    about = gr.Markdown(model_info(page.detector), elem_id="fe-model")
             with gr.Column(scale=3, min_width=360):
                 verdict = gr.HTML(PLACEHOLDER, elem_id="fe-verdict")
-                picture = gr.Image(
+                shown_picture = gr.Image(
                     label="Heatmap overlay",
+                    show_label=False,  # the legend beside the film names it; a badge would cover it
                     elem_id="fe-overlay",
                     type="numpy",
                     format="png",
@@ -388,17 +474,26 @@ def build_interface(model: Path | None = None) -> Any:
             details = gr.JSON(label="Result")
         gr.Markdown(f"<span class='fe-muted'>{DISCLAIMER}</span>")
         shown = gr.State([], time_to_live=CACHE_SECONDS)
+        results = [verdict, shown_picture, choice, table, details, shown]
 
         files.change(
-            lambda uploaded, heat, alpha: _analyse(page, uploaded, heat, alpha),
-            inputs=[files, show_heatmap, opacity],
-            outputs=[verdict, picture, choice, table, details, shown],
+            lambda uploaded, heat, alpha, folder: _analyse(page, uploaded, heat, alpha, folder),
+            inputs=[files, show_heatmap, opacity, bundle],
+            outputs=results,
             api_name="predict",
+        )
+        selector.input(
+            lambda folder, uploaded, heat, alpha: _switch_bundle(
+                page, folder, uploaded, heat, alpha
+            ),
+            inputs=[selector, files, show_heatmap, opacity],
+            outputs=[bundle, about, *results],
+            api_visibility="private",
         )
         redraw = {
             "fn": _redraw,
             "inputs": [shown, choice, show_heatmap, opacity],
-            "outputs": picture,
+            "outputs": shown_picture,
             "api_visibility": "private",
             "show_progress": "hidden",
             "trigger_mode": "always_last",  # a dragged slider: draw only the latest position
@@ -424,7 +519,7 @@ def launch(
     """
     if host != DEFAULT_HOST:
         LOGGER.warning("serving on %s: anyone who can reach this address can upload images", host)
-    demo = build_interface(model)
+    demo = build_interface(model, typed_bundles=host == DEFAULT_HOST)
     demo.queue(default_concurrency_limit=1)
     demo.launch(
         server_name=host,

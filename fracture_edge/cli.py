@@ -567,13 +567,17 @@ def _add_predict_parser(verbs: argparse._SubParsersAction) -> None:
         help="score images, DICOM, volumes or study folders with a TFLite bundle",
         description="One line per input (an image, a DICOM file, a NIfTI volume or a folder "
         "holding one study). With --json each line is one JSON object with path, "
-        "fracture_probability, verdict (fracture | uncertain | no_fracture), region and error. "
+        "fracture_probability, verdict (fracture | uncertain | no_fracture), region, peak ([x, y] "
+        "of the heatmap's maximum), box ([x0, y0, x1, y1] around its top region, or null for no "
+        "fracture; both normalised to the image) and error. "
         "Unreadable inputs get an error line and exit code 1; the others are still scored.",
     )
     predict.add_argument("paths", nargs="+", metavar="PATH")
     predict.add_argument("--model", help="bundle folder (default: the shipped bundle)")
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
-    predict.add_argument("--heatmaps", metavar="DIR", help="write overlay PNGs here")
+    predict.add_argument(
+        "--heatmaps", metavar="DIR", help="write overlay PNGs here (heatmap, box and legend)"
+    )
     predict.add_argument("--threads", type=int, default=2, help="LiteRT threads")
     predict.add_argument(
         "--tta",

@@ -185,6 +185,33 @@ def training_cache(root: Path, count: int = 48, size: int = 48) -> Path:
     return root
 
 
+def warm_pixels(image: Image.Image, box=None) -> int:
+    """Pixels of a screenshot tinted by the heatmap overlay's warm colours (yellow to red): far
+    redder than blue, where the grey film has red = blue and the box's cyan blue > red."""
+    rgb = np.asarray((image.crop(box) if box else image).convert("RGB"), dtype=np.int16)
+    return int((rgb[..., 0] - rgb[..., 2] > 60).sum())
+
+
+#: A folder named here gets a copy of each front end's screenshot of the samples (how
+#: docs/figures/ is refreshed: see docs/app.md).
+SCREENSHOTS_ENV = "FRACTURE_EDGE_SCREENSHOTS"
+
+
+def keep_screenshot(path: Path, name: str) -> None:
+    """RGB, without the alpha channel; no palette, which would band the overlay's gradient."""
+    folder = os.environ.get(SCREENSHOTS_ENV)
+    if folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with Image.open(path) as shot:
+            shot.convert("RGB").save(Path(folder) / name, optimize=True)
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> tuple[Callable[..., int], Callable[[Path, str], None]]:
+    """``(warm_pixels, keep_screenshot)`` for the app's and the page's screenshot tests."""
+    return warm_pixels, keep_screenshot
+
+
 @pytest.fixture(scope="session")
 def make_radiograph() -> Callable[..., np.ndarray]:
     return radiograph_like

@@ -24,18 +24,18 @@ from PIL import Image
 
 from edge_app.app import (
     VERDICT_COLOURS,
-    Analysis,
     band_text,
     display_copy,
     export_report,
     model_rows,
-    overlay_rgba,
+    picture_rgba,
     reports_folder,
     user_message,
 )
 from edge_app.errors import CorruptImageError, ImageReadError
 from edge_app.radiograph import Radiograph, load_study
-from edge_app.runtime import VERDICTS, Prediction, StudyPrediction
+from edge_app.render import BOX_COLOUR, legend_width
+from edge_app.runtime import DEFAULT_BUNDLE, VERDICTS, Prediction, StudyResult
 
 REPO = Path(__file__).resolve().parents[1]
 WINDOW_SIZE = (1000, 700)  # edge_app.app._configure_kivy
@@ -49,7 +49,8 @@ BANNER = (115, 31, 36)  # the error banner's colour in edge_app.app_ui
 def _prediction(source: str, probability: float, verdict: str, shape=(40, 60)) -> Prediction:
     heatmap = np.zeros(shape, dtype=np.float32)
     heatmap[10:20, 20:40] = 1.0
-    return Prediction(source, probability, 0.0, verdict, heatmap=heatmap)
+    box = None if verdict == "no_fracture" else (20 / 60, 10 / 40, 40 / 60, 20 / 40)
+    return Prediction(source, probability, 0.0, verdict, heatmap=heatmap, peak=(0.5, 0.4), box=box)
 
 
 def _radiograph(source: str, shape=(40, 60)) -> Radiograph:
@@ -58,12 +59,13 @@ def _radiograph(source: str, shape=(40, 60)) -> Radiograph:
 
 
 def test_export_writes_the_shown_images_overlay_and_the_result(tmp_path):
-    images = [_prediction("a.png", 0.9, "fracture"), _prediction("b.png", 0.1, "no_fracture")]
-    study = StudyPrediction("scans", images, 0.5, "uncertain")
-    analysis = Analysis(Path("scans"), [_radiograph("a.png"), _radiograph("b.png")], study)
+    images = [_prediction("a.png", 0.9, "fracture"), _prediction("b.png", 0.1, "uncertain")]
+    study = StudyResult(
+        "scans", [_radiograph("a.png"), _radiograph("b.png")], images, 0.5, "uncertain"
+    )
     info = {"name": "m", "test_auroc": 0.9}
-    first = export_report(analysis, 1, info, tmp_path / "out", 0.5, heatmap_shown=True)
-    again = export_report(analysis, 1, info, tmp_path / "out", 0.5, heatmap_shown=False)
+    first = export_report(study, 1, info, tmp_path / "out", 0.5, heatmap_shown=True)
+    again = export_report(study, 1, info, tmp_path / "out", 0.5, heatmap_shown=False)
     assert first.image != again.image and first.json != again.json  # never overwrites
     assert first.image.name.startswith("scans-image2-")
     report = json.loads(first.json.read_text())
@@ -71,10 +73,13 @@ def test_export_writes_the_shown_images_overlay_and_the_result(tmp_path):
     assert report["shown_image"]["index"] == 1 and report["shown_image"]["path"] == "b.png"
     assert report["shown_image"]["overlay"] == first.image.name
     assert report["model"] == info
+    assert report["shown_image"]["box"] == list(images[1].box)
     heated, plain = (np.asarray(Image.open(f.image)) for f in (first, again))
-    assert heated.shape == plain.shape == (40, 60, 3)
-    assert not np.array_equal(heated[10:20, 20:40], plain[10:20, 20:40])
-    assert np.array_equal(heated[:5], plain[:5])  # cold regions keep the radiograph
+    assert heated.shape == plain.shape == (40, 60 + legend_width(40, 60), 3)  # film + legend
+    assert not np.array_equal(heated[12:18, 24:36], plain[12:18, 24:36])  # the overlay
+    assert (heated[..., :60] == BOX_COLOUR).all(axis=2).sum() > 20  # the (dashed) box
+    assert not (plain[..., :60] == BOX_COLOUR).all(axis=2).any()  # both off together
+    assert np.array_equal(heated[30:, :8], plain[30:, :8])  # cold regions keep the radiograph
 
 
 def test_reports_folder_follows_the_environment(monkeypatch, tmp_path):
@@ -95,9 +100,11 @@ def test_display_copy_shrinks_large_images_only():
     assert same.shape == (100, 80) and none is None
 
 
-def test_overlay_rgba_is_opaque_rgba():
-    rgba = overlay_rgba(np.zeros((3, 5), np.float32), np.ones((3, 5), np.float32), 0.5)
-    assert rgba.shape == (3, 5, 4) and rgba.dtype == np.uint8 and (rgba[..., 3] == 255).all()
+def test_picture_rgba_is_opaque_rgba_with_the_legend():
+    prediction = _prediction("a.png", 0.9, "fracture", shape=(30, 50))
+    rgba = picture_rgba(np.zeros((30, 50), np.float32), prediction, prediction.heatmap, 0.5)
+    assert rgba.shape == (30, 50 + legend_width(30, 50), 4) and rgba.dtype == np.uint8
+    assert (rgba[..., 3] == 255).all()
 
 
 def test_model_rows_and_bands_read_describe():
@@ -110,8 +117,13 @@ def test_model_rows_and_bands_read_describe():
         "val_auroc": 0.8998,
         "test_auroc": 0.9219,
         "test_auroc_ci95": [0.8861, 0.9517],
+        "folder": "/opt/fracture-edge/models/fracture-lite0-int8",
+        "site_calibration": {"site": "st-elsewhere", "date": "2026-12-01"},
     }
     rows = dict(model_rows(info))
+    assert rows["Calibration"] == "site-calibrated: st-elsewhere, 2026-12-01"
+    assert rows["Folder"] == "…/models/fracture-lite0-int8"
+    assert dict(model_rows({}))["Calibration"] == "not site-calibrated"
     assert rows["Test AUROC"] == "0.922  (95 % CI 0.886–0.952)"
     assert rows["Validation AUROC"] == "0.900" and rows["Input"] == "224 px"
     assert rows["Created"] == "2026-11-27 04:15:34"
@@ -259,7 +271,8 @@ def test_a_folder_is_one_study_with_a_list_and_exports_a_report(
     [files] = run.json("REPORT")
     image, report_json = Path(files["image"]), Path(files["json"])
     assert image.parent == report_json.parent == tmp_path / "reports"
-    assert Image.open(image).size == (160, 200)  # the shown (first) image, full resolution
+    # the shown (first) image at full resolution, the legend beside it
+    assert Image.open(image).size == (160 + legend_width(200, 160), 200)
     report = json.loads(report_json.read_text())
     assert report["prediction"] == verdict
     card = json.loads((tiny_bundle / "model_card.json").read_text())
@@ -276,3 +289,90 @@ def test_no_screen_is_a_clear_error_not_a_hang():
     check_display({"WAYLAND_DISPLAY": "wayland-0"}, "linux")
     check_display({}, "darwin")  # macOS and Windows have a screen of their own
     check_display({"ANDROID_ARGUMENT": "x"}, "linux")
+
+
+# --------------------------------------------------------------------------- the six samples
+
+SAMPLES = REPO / "models" / "samples"
+
+
+def _viewer(image: Image.Image) -> tuple[int, int, int, int]:
+    """The image area of a wide window: left of the side panel, under the toolbar."""
+    width, height = image.size
+    return 0, int(height * 0.09), int(width * 0.64), int(height * 0.9)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.glob("*.jpg")))
+def test_the_samples_show_a_visible_overlay_and_a_box_for_each_fracture(
+    xvfb_run, tmp_path, sample, screenshots
+):
+    warm_pixels, keep_screenshot = screenshots
+    screenshot = tmp_path / "app.png"
+    run = run_app(xvfb_run, DEFAULT_BUNDLE, [SAMPLES / sample], tmp_path, screenshot=screenshot)
+    [verdict] = run.json("VERDICT")
+    shot = Image.open(screenshot)
+    viewer = _viewer(shot)
+    box_lines = _pixels_near(shot, BOX_COLOUR, viewer, tolerance=40)
+    if verdict["verdict"] == "no_fracture":
+        assert verdict["box"] is None
+        assert box_lines == 0  # a calm film: no box, no key for one
+        assert warm_pixels(shot, viewer) < 3000  # the legend's colour bar at most
+    else:
+        assert verdict["box"] is not None
+        assert box_lines > 600, box_lines  # the box (and its key in the legend)
+        assert warm_pixels(shot, viewer) > 20000  # the overlay, clearly visible
+    keep_screenshot(screenshot, f"app-{Path(sample).stem.split('_IMG')[0]}.png")
+
+
+@pytest.mark.slow
+def test_another_bundle_is_opened_from_the_model_panel(
+    xvfb_run, tiny_bundle, tmp_path, save_jpeg, make_radiograph
+):
+    """The "Open another model…" button, its folder chooser, and the panel's calibration row:
+    the shown image is scored again with the bundle chosen."""
+    other = Path(shutil.copytree(tiny_bundle, tmp_path / "site-bundle"))
+    card = json.loads((other / "model_card.json").read_text())
+    card["name"] = "tiny-site-bundle"
+    card["site_calibration"] = {"site": "st-elsewhere", "date": "2026-12-01"}
+    (other / "model_card.json").write_text(json.dumps(card))
+    image = save_jpeg(tmp_path / "wrist.jpg", make_radiograph(120, 100))
+    driver = tmp_path / "driver.py"  # a file: Kivy's App looks up its class's source file
+    driver.write_text(
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from edge_app.app import _configure_kivy\n"
+        "_configure_kivy()\n"
+        "from kivy.core.window import Window\n"
+        "from edge_app.app_ui import FractureEdgeApp, OpenDialog\n"
+        "class Driver(FractureEdgeApp):\n"
+        "    verdicts = 0\n"
+        "    def _on_outcome(self, view, kind):\n"
+        "        if kind == 'error':\n"
+        "            self.stop()\n"
+        "        if kind != 'verdict':\n"
+        "            return\n"
+        "        self.verdicts += 1\n"
+        "        if self.verdicts == 2:\n"
+        "            self.stop()\n"
+        "            return\n"
+        "        view.ids.model_button.trigger_action(0)\n"
+        "        dialog = next(w for w in Window.children if isinstance(w, OpenDialog))\n"
+        "        dialog.choose([sys.argv[2]])\n"
+        "Driver(bundle=Path(sys.argv[1]), paths=[Path(sys.argv[3])]).run()\n"
+    )
+    env = dict(os.environ, KIVY_HOME=str(tmp_path / "kivy-home"))
+    command = [xvfb_run, "-a", "-s", "-screen 0 1280x800x24", sys.executable, str(driver)]
+    result = subprocess.run(
+        command + [str(tiny_bundle), str(other), str(image)],
+        capture_output=True, text=True, env=env, cwd=REPO, timeout=180, check=False,
+    )  # fmt: skip
+    run = AppRun(result.returncode, result.stdout + result.stderr)
+    assert run.returncode == 0 and "Traceback" not in run.output, run.output
+    first, second = run.json("MODEL")
+    original = json.loads((tiny_bundle / "model_card.json").read_text())
+    assert first["name"] == original.get("name", "tiny") and first["site_calibration"] is None
+    assert second["name"] == "tiny-site-bundle"
+    assert second["site_calibration"] == card["site_calibration"]
+    assert second["folder"] == str(other)
+    assert [v["path"] for v in run.json("VERDICT")] == [str(image)] * 2  # scored again

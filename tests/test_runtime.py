@@ -13,13 +13,13 @@ import pytest
 pytest.importorskip("ai_edge_litert")
 
 from edge_app.errors import ModelCardError  # noqa: E402
+from edge_app.findings import locate  # noqa: E402
 from edge_app.preprocess import letterbox_geometry  # noqa: E402
 from edge_app.runtime import (  # noqa: E402
     Bundle,
     FractureDetector,
-    colourise,
+    StudyResult,
     heatmap_from_cam,
-    overlay,
 )
 from edge_app.tflite import ModelFileError  # noqa: E402
 
@@ -100,11 +100,14 @@ def test_study_verdict_is_the_mean_of_views(tiny_bundle, tmp_path, make_radiogra
         save_jpeg(tmp_path / "study" / f"view{index}.jpg", make_radiograph(80, 60, index, index))
     detector = FractureDetector(tiny_bundle)
     study = detector.predict_path(tmp_path / "study")
-    assert len(study.images) == 3
-    assert study.probability == pytest.approx(np.mean([p.probability for p in study.images]))
+    assert study.is_study and len(study.predictions) == len(study.radiographs) == 3
+    assert study.probability == pytest.approx(np.mean([p.probability for p in study.predictions]))
     assert study.verdict == detector.verdict(study.probability)
+    assert [p.source for p in study.predictions] == [r.source for r in study.radiographs]
     record = study.to_json()
     assert record["images"] == 3 and record["error"] is None
+    assert record["peak"] is None and record["box"] is None  # each image has its own
+    assert all({"peak", "box"} <= set(image) for image in record["per_image"])
     assert [r["path"] for r in record["per_image"]] == sorted(
         r["path"] for r in record["per_image"]
     )
@@ -116,17 +119,75 @@ def test_nifti_volume_is_scored_slice_by_slice(tiny_bundle, tmp_path):
     path = tmp_path / "ct.nii.gz"
     nibabel.save(nibabel.Nifti1Image(volume, np.eye(4)), str(path))
     study = FractureDetector(tiny_bundle).predict_path(path)
-    assert len(study.images) == 5
-    assert [p.metadata["slice_index"] for p in study.images] == list(range(5))
+    assert study.is_study and study.is_volume and len(study.predictions) == 5
+    assert [p.metadata["slice_index"] for p in study.predictions] == list(range(5))
 
 
 def test_single_image_gives_one_prediction(tiny_bundle, tmp_path, make_radiograph, save_jpeg):
     path = save_jpeg(tmp_path / "one.jpg", make_radiograph(100, 90, 5, 6))
-    prediction = FractureDetector(tiny_bundle).predict_path(path)
-    record = prediction.to_json()
-    assert set(record) >= {"path", "fracture_probability", "verdict", "region", "error"}
+    result = FractureDetector(tiny_bundle).predict_path(path)
+    assert not result.is_study and not result.is_volume
+    assert result.radiographs[0].pixels.shape == result.predictions[0].heatmap.shape == (100, 90)
+    record = result.to_json()
+    assert record == result.predictions[0].to_json()  # a single image's own record
+    assert set(record) >= {"path", "fracture_probability", "verdict", "region", "peak", "box"}
     assert record["verdict"] in ("fracture", "uncertain", "no_fracture")
     assert record["region"] is None  # the tiny bundle has no region head
+
+
+def test_several_files_are_one_study_and_a_folder_of_one_is_a_study(
+    tiny_bundle, tmp_path, make_radiograph, save_jpeg
+):
+    detector = FractureDetector(tiny_bundle)
+    paths = [save_jpeg(tmp_path / f"v{i}.jpg", make_radiograph(70, 60, i, i)) for i in range(2)]
+    both = detector.predict_files(paths)
+    assert isinstance(both, StudyResult) and both.is_study and both.source == "2 files"
+    alone = save_jpeg(tmp_path / "folder" / "only.jpg", make_radiograph(70, 60, 3, 3))
+    assert detector.predict_path(alone.parent).is_study
+    assert not detector.predict_files([alone], source="only.jpg").is_study
+    with pytest.raises(ValueError, match="no file to score"):
+        detector.predict_files([])
+
+
+def test_the_box_is_the_top_region_of_the_cams_map():
+    cam = np.zeros((5, 5), np.float32)
+    cam[1, 3] = 4.0  # one hot cell: column 3 of 5, row 1 of 5, on a square image
+    geometry = letterbox_geometry(400, 400, 160)
+    peak, box = locate(heatmap_from_cam(cam, geometry, 400, 400))
+    assert peak == pytest.approx((0.7, 0.3), abs=1 / 64)
+    x0, y0, x1, y1 = box
+    assert 0 <= x0 < peak[0] < x1 <= 1 and 0 <= y0 < peak[1] < y1 <= 1
+    assert 0.1 < x1 - x0 < 0.4 and 0.1 < y1 - y0 < 0.4  # about one cell, blurred by the bicubic
+    # the same place on a film ten times larger
+    large = locate(heatmap_from_cam(cam, geometry, 4000, 4000))
+    np.testing.assert_allclose(large[0] + large[1], peak + box, atol=1 / 64)
+
+
+def test_no_fracture_has_no_box_and_the_other_verdicts_have_the_maps(bundle_copy, make_radiograph):
+    pixels = make_radiograph(90, 120, 2, 3).astype(np.float32) / 255
+    _edit_card(bundle_copy, operating_points={"doubt": 0.999999, "fracture": 0.9999999})
+    calm = FractureDetector(bundle_copy).predict_pixels(pixels)
+    assert calm.verdict == "no_fracture" and calm.box is None
+    _edit_card(bundle_copy, operating_points={"doubt": 0.0, "fracture": 0.0})
+    detector = FractureDetector(bundle_copy)
+    flagged = detector.predict_pixels(pixels)
+    assert flagged.verdict == "fracture" and flagged.peak == calm.peak
+    assert (flagged.peak, flagged.box) == locate(flagged.heatmap)
+    # without keeping the full-size heatmap the runtime still says where to look, the same
+    unkept = detector.predict_pixels(pixels, heatmap=False)
+    assert unkept.heatmap is None and (unkept.peak, unkept.box) == (flagged.peak, flagged.box)
+
+
+def test_site_calibration_is_read_from_the_card(bundle_copy):
+    assert Bundle.load(bundle_copy).site_calibration is None
+    assert FractureDetector(bundle_copy).describe()["site_calibration"] is None
+    record = {"site": "st-elsewhere", "date": "2026-12-01", "films": 120}
+    _edit_card(bundle_copy, site_calibration=record)
+    assert Bundle.load(bundle_copy).site_calibration == record
+    assert FractureDetector(bundle_copy).describe()["site_calibration"] == record
+    _edit_card(bundle_copy, site_calibration={"site": "st-elsewhere"})
+    with pytest.raises(ModelCardError, match="'site_calibration' must be an object"):
+        _ = Bundle.load(bundle_copy).site_calibration
 
 
 def test_no_network_call(tiny_bundle, tmp_path, make_radiograph, save_jpeg, monkeypatch):
@@ -174,27 +235,6 @@ def test_missing_bundle_parts(tmp_path, bundle_copy):
     (bundle_copy / "model_card.json").write_text("{not json")
     with pytest.raises(ModelCardError):
         Bundle.load(bundle_copy)
-
-
-def test_overlay_blends_only_where_warm():
-    pixels = np.full((10, 10), 0.5, np.float32)
-    heatmap = np.zeros((10, 10), np.float32)
-    heatmap[:5] = 1.0
-    image = overlay(pixels, heatmap, opacity=0.6)
-    assert image.shape == (10, 10, 3) and image.dtype == np.uint8
-    assert (image[5:] == 128).all()  # cold: the radiograph unchanged
-    assert not (image[:5] == 128).all()
-    assert (overlay(pixels, heatmap, opacity=0.0) == 128).all()
-    with pytest.raises(ValueError, match="opacity"):
-        overlay(pixels, heatmap, opacity=1.5)
-    with pytest.raises(ValueError, match="differ in shape"):
-        overlay(pixels, heatmap[:5], opacity=0.5)
-
-
-def test_colourmap_runs_cold_to_hot():
-    colours = colourise(np.array([0.0, 1.0])).astype(int)
-    assert colours[0, 2] > colours[0, 0]  # cold end is blue
-    assert colours[1, 0] > colours[1, 2]  # hot end is red
 
 
 def test_heatmap_equals_bicubic_resizing_through_the_letterbox():

@@ -18,7 +18,9 @@ gr = pytest.importorskip("gradio", reason="the web page needs the 'web' extra (g
 gradio_client = pytest.importorskip("gradio_client", reason="needs gradio_client ('web' extra)")
 
 from edge_app import web  # noqa: E402  (after the skip: it imports gradio)
-from edge_app.runtime import FractureDetector  # noqa: E402
+from edge_app.render import BOX_COLOUR, DEFAULT_OPACITY, legend_width  # noqa: E402
+from edge_app.runtime import DEFAULT_BUNDLE, FractureDetector  # noqa: E402
+from edge_app.text import percent  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,7 +108,7 @@ def client(server):
 def _predict(client, *paths: Path):
     files = [gradio_client.handle_file(str(path)) for path in paths]
     verdict_html, _image, _choice, table, details = client.predict(
-        files, True, web.DEFAULT_OPACITY, api_name="/predict"
+        files, True, DEFAULT_OPACITY, api_name="/predict"
     )
     return verdict_html, table, details
 
@@ -124,7 +126,9 @@ def test_upload_gives_the_runtimes_answer(
     assert details["fracture_probability"] == round(expected.probability, 6)
     assert details["path"] == "wrist.jpg"  # the file's name, not the server's upload path
     assert expected.verdict_text.capitalize() in verdict_html
-    assert f"{expected.probability:.1%}" in verdict_html
+    assert percent(expected.probability) in verdict_html
+    assert details["peak"] == (list(expected.predictions[0].peak or []) or None)
+    assert details["box"] == (list(expected.predictions[0].box or []) or None)
     assert table["visible"] is False  # no per-image table for a single image
     assert outside_calls.seen == []
 
@@ -214,7 +218,7 @@ def _prediction(tiny_bundle, make_radiograph, probability: float):
 def test_verdict_card_is_colour_coded(tiny_bundle, make_radiograph, probability, wording, colour):
     detector, prediction = _prediction(tiny_bundle, make_radiograph, probability)
     card = web.verdict_card(prediction, detector.thresholds)
-    assert f">{wording}<" in card and f"{probability:.1%}" in card
+    assert f">{wording}<" in card and percent(probability) in card
     assert f"color:{colour}" in card
 
 
@@ -224,26 +228,83 @@ def test_error_card_escapes_the_message():
 
 
 def test_heatmap_toggle_and_opacity(make_radiograph):
+    from PIL import Image
+
     pixels = make_radiograph(64, 64, 0, 0)
     heatmap = np.tile(np.linspace(0, 255, 64).astype(np.uint8), (64, 1))
-    shown = web.ShownImage("a.jpg", pixels, heatmap)
-    plain = web.render(shown, show_heatmap=False, opacity=0.8)
-    assert np.array_equal(plain[..., 0], pixels) and np.array_equal(plain[..., 0], plain[..., 2])
-    faint, strong = web.render(shown, True, 0.2), web.render(shown, True, 0.9)
-    assert np.abs(strong.astype(int) - plain).sum() > np.abs(faint.astype(int) - plain).sum() > 0
+    shown = web.ShownImage("a.jpg", pixels, heatmap, "fracture", (0.5, 0.1, 1.0, 0.9))
+    plain = web.picture(shown, show_heatmap=False, opacity=0.8)
+    side = web.DISPLAY_MIN_SIDE  # a small film is enlarged, the legend beside it
+    assert plain.shape == (side, side + legend_width(side, side), 3)
+    film = plain[:, :side]
+    enlarged = np.asarray(Image.fromarray(pixels).resize((side, side), Image.Resampling.BILINEAR))
+    assert np.array_equal(film[..., 0], enlarged) and np.array_equal(film[..., 0], film[..., 2])
+    faint, strong = web.picture(shown, True, 0.2), web.picture(shown, True, 0.9)
+    change = [np.abs(image[:, :side].astype(int) - film).sum() for image in (faint, strong)]
+    assert change[1] > change[0] > 0
+    assert (strong[:, :side] == BOX_COLOUR).all(axis=2).sum() > 200  # the box, with the map
+    assert not (film == BOX_COLOUR).all(axis=2).any()
 
 
-def test_display_size_caps_the_longest_side():
+def test_display_size_bounds_the_longest_side():
     assert web.display_size(3000, 1500) == (512, 1024)
-    assert web.display_size(200, 300) == (300, 200)
+    assert web.display_size(800, 900) == (900, 800)
+    assert web.display_size(200, 300) == (720, 480)  # small films are enlarged for the legend
+    assert web.display_size(200, 300, min_side=0) == (300, 200)
 
 
 def test_model_info_names_model_quantization_and_auroc(tiny_bundle):
     detector = FractureDetector(tiny_bundle)
     text = web.model_info(detector)
     assert f"`{detector.bundle.name}`" in text and "float32" in text
+    assert "**not site-calibrated**" in text
     assert "Validation AUROC** 0.500" in text
     assert "95 % CI 0.400–0.600" in text
+
+
+def test_bundles_are_found_beside_the_default_and_named_with_their_calibration(
+    tiny_bundle, tmp_path
+):
+    site = Path(shutil.copytree(tiny_bundle, tmp_path / "models" / "site"))
+    card = json.loads((site / "model_card.json").read_text())
+    card["site_calibration"] = {"site": "st-elsewhere", "date": "2026-12-01"}
+    (site / "model_card.json").write_text(json.dumps(card))
+    plain = Path(shutil.copytree(tiny_bundle, tmp_path / "models" / "plain"))
+    (tmp_path / "models" / "samples").mkdir()  # not a bundle: left out
+    assert web.find_bundles(plain, plain.parent) == [plain, site]
+    assert web.bundle_label(site).endswith("— site-calibrated: st-elsewhere, 2026-12-01")
+    assert web.bundle_label(plain).endswith("— not site-calibrated")
+    assert "unusable" in web.bundle_label(tmp_path / "models" / "samples")
+
+
+def test_switching_bundle_rescores_the_upload_and_reports_a_bad_one(
+    tiny_bundle, tmp_path, make_radiograph, save_jpeg
+):
+    site = Path(shutil.copytree(tiny_bundle, tmp_path / "site"))
+    card = json.loads((site / "model_card.json").read_text())
+    card.update(name="tiny-site", site_calibration={"site": "st-elsewhere", "date": "2026-12-01"})
+    card["operating_points"] = {"doubt": 0.0, "fracture": 0.0}  # everything is a fracture
+    (site / "model_card.json").write_text(json.dumps(card))
+    image = str(save_jpeg(tmp_path / "hand.jpg", make_radiograph(80, 70, 2, 2)))
+    page = web.PageModel(tiny_bundle)
+    folder, about, verdict_html, picture, *_rest, details, shown = web._switch_bundle(
+        page, str(site), [image], True, DEFAULT_OPACITY
+    )
+    assert folder == str(site)
+    assert "**site-calibrated: st-elsewhere, 2026-12-01**" in about
+    assert ">Fracture<" in verdict_html and "model tiny-site" in verdict_html
+    assert details["verdict"] == "fracture" and shown[0].verdict == "fracture"
+    side = web.DISPLAY_MIN_SIDE  # 80 × 70 enlarged to 720 × 630, the legend beside it
+    assert picture.shape == (side, 630 + legend_width(side, 630), 3)
+    # the session keeps its bundle: the next upload is scored with it, the default untouched
+    again = web._analyse(page, [image], True, DEFAULT_OPACITY, folder)
+    assert again[4]["verdict"] == "fracture"
+    assert page.score([image]).verdict == FractureDetector(tiny_bundle).predict_path(image).verdict
+    folder, about, verdict_html, picture, *_rest, details, shown = web._switch_bundle(
+        page, str(tmp_path / "nowhere"), [image], True, DEFAULT_OPACITY
+    )
+    assert "No model loaded" in about and "model bundle not found" in details["error"]
+    assert "Could not score this upload" in verdict_html and picture is None and shown == []
 
 
 def test_public_json_hides_server_paths(tiny_bundle, make_radiograph):
@@ -267,6 +328,27 @@ def test_web_verb_defaults_to_localhost_without_importing_gradio():
 
 
 # --------------------------------------------------------------------------- in a browser
+
+
+def _chrome(webdriver, browser: str, driver_path: str, profile: Path, size: str):
+    """Headless Chromium with its own profile and no background traffic, logging requests."""
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+        f"--window-size={size}",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    return webdriver.Chrome(service=webdriver.ChromeService(driver_path), options=options)
 
 
 def _browser_paths() -> tuple[str, str]:
@@ -296,23 +378,8 @@ def test_page_in_headless_chromium(server, tmp_path, make_radiograph, save_jpeg)
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = browser
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1280,1100",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     image = save_jpeg(tmp_path / "hand.jpg", make_radiograph(240, 200, 5, 5))
-    driver = webdriver.Chrome(service=webdriver.ChromeService(driver_path), options=options)
+    driver = _chrome(webdriver, browser, driver_path, tmp_path / "profile", "1280,1100")
     try:
         driver.get(server.local_url)
         # Gradio replaces elements as results arrive: a stale one is looked up again.
@@ -349,3 +416,74 @@ def test_page_in_headless_chromium(server, tmp_path, make_radiograph, save_jpeg)
         and not url.startswith(server.local_url.rstrip("/"))
     ]
     assert outside == []
+
+
+@pytest.fixture(scope="module")
+def sample_server():
+    """The page on the shipped bundle, for the samples."""
+    if not (DEFAULT_BUNDLE / "model_card.json").is_file():
+        pytest.skip("needs the shipped bundle models/fracture-lite0-int8")
+    demo = web.launch(None, port=_free_port(), block=False)
+    yield demo
+    demo.close()
+
+
+@pytest.mark.slow
+def test_the_samples_in_headless_chromium_show_overlay_and_box(
+    sample_server, tmp_path, screenshots
+):
+    """Each of the six samples uploaded in a browser: a visible overlay and a box for every
+    flagged film, a calm film without a box otherwise (read from the picture's pixels)."""
+    import io
+
+    from PIL import Image
+
+    browser, driver_path = _browser_paths()
+    webdriver = pytest.importorskip("selenium.webdriver", reason="needs selenium (pip)")
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    warm_pixels, keep_screenshot = screenshots
+    samples = sorted((ROOT / "models" / "samples").glob("*.jpg"))
+    detector = FractureDetector(DEFAULT_BUNDLE)
+    driver = _chrome(webdriver, browser, driver_path, tmp_path / "profile", "1280,1250")
+    pictures = {}
+    try:
+        wait = WebDriverWait(driver, 90, ignored_exceptions=(StaleElementReferenceException,))
+        for sample in samples:
+            driver.get(sample_server.local_url)  # a fresh page: one upload, not a study
+            wait.until(lambda page: page.find_elements(By.CSS_SELECTOR, "#fe-upload input"))
+            upload = driver.find_element(By.CSS_SELECTOR, "#fe-upload input[type=file]")
+            upload.send_keys(str(sample))
+            wait.until(lambda page: "probability" in page.find_element(By.ID, "fe-verdict").text)
+            wait.until(
+                lambda page: page.execute_script(
+                    "const i = document.querySelector('#fe-overlay img');"
+                    "return i !== null && i.complete && i.naturalWidth > 0;"
+                )
+            )
+            page_shot = tmp_path / f"web-{sample.stem.split('_IMG')[0]}.png"
+            driver.save_screenshot(str(page_shot))
+            element = driver.find_element(By.CSS_SELECTOR, "#fe-overlay img")
+            pictures[sample] = (
+                driver.find_element(By.ID, "fe-verdict").text,
+                Image.open(io.BytesIO(element.screenshot_as_png)).convert("RGB"),
+                page_shot,
+            )
+    finally:
+        driver.quit()
+    flagged = 0
+    for sample, (verdict_text, picture, page_shot) in pictures.items():
+        expected = detector.predict_path(sample)
+        assert expected.verdict_text.capitalize() in verdict_text
+        colours = np.asarray(picture, dtype=np.int16)
+        box_lines = int((np.abs(colours - np.array(BOX_COLOUR)) <= 40).all(axis=2).sum())
+        warm = warm_pixels(picture) / (picture.width * picture.height)
+        if expected.verdict == "no_fracture":
+            assert box_lines == 0 and warm < 0.02, (sample.name, box_lines, warm)
+        else:
+            flagged += 1
+            assert box_lines > 300 and warm > 0.08, (sample.name, box_lines, warm)
+        keep_screenshot(page_shot, page_shot.name)
+    assert flagged == 4
