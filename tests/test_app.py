@@ -38,9 +38,9 @@ from edge_app.render import BOX_COLOUR, legend_width
 from edge_app.runtime import DEFAULT_BUNDLE, VERDICTS, Prediction, StudyResult
 
 REPO = Path(__file__).resolve().parents[1]
-WINDOW_SIZE = (1000, 700)  # edge_app.app._configure_kivy
-STUDY_ENTRY_SELECTED = (51, 102, 173)  # StudyEntry's "down" colour in edge_app.app_ui
-BANNER = (115, 31, 36)  # the error banner's colour in edge_app.app_ui
+WINDOW_SIZE = (1000, 700)  # edge_app.app_cli.configure_kivy
+STUDY_ENTRY_SELECTED = (51, 102, 173)  # StudyEntry's "down" colour in edge_app/app.kv
+BANNER = (115, 31, 36)  # the error banner's colour in edge_app/app.kv
 
 
 # --------------------------------------------------------------------------- helpers, no window
@@ -341,8 +341,8 @@ def test_another_bundle_is_opened_from_the_model_panel(
     driver.write_text(
         "import sys\n"
         "from pathlib import Path\n"
-        "from edge_app.app import _configure_kivy\n"
-        "_configure_kivy()\n"
+        "from edge_app.app_cli import configure_kivy\n"
+        "configure_kivy()\n"
         "from kivy.core.window import Window\n"
         "from edge_app.app_ui import FractureEdgeApp, OpenDialog\n"
         "class Driver(FractureEdgeApp):\n"
