@@ -5,7 +5,10 @@ no network call anywhere. The app, the Gradio page, ``fracture-edge predict`` an
 all go through :class:`FractureDetector`.
 
 A bundle is a folder with ``model.tflite`` and ``model_card.json`` (see docs/compress.md). The
-card's sha256 of the model file is checked on load. Every output comes from one ``invoke()``:
+card is read and validated by :func:`edge_app.card.read_card` (every field the runtime and the
+front ends read, for type, range and finiteness), the model file's sha256 is checked against it,
+and the model's input and output shapes against the card's, all on load: a bundle that fails
+is refused before any input is read. Every output comes from one ``invoke()``:
 the fracture logit and the class-activation map (the graph computes it, see
 :mod:`compress.export`), plus any auxiliary head.
 
@@ -30,7 +33,6 @@ the same box; :mod:`edge_app.render` draws them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_app.card import CAM_OUTPUT, CARD_FILE, LOGIT_OUTPUT, OPERATING_POINTS, read_card
 from edge_app.errors import ModelCardError
 from edge_app.files import file_sha256
 from edge_app.findings import Box, Point, locate
@@ -51,9 +54,6 @@ VERDICT_TEXT = {
     "uncertain": "uncertain — review",
     "no_fracture": "no fracture seen",
 }
-LOGIT_OUTPUT = "fracture_logit"
-CAM_OUTPUT = "cam"
-SUPPORTED_FORMAT_VERSION = 1
 #: Where the repository keeps the default bundle (``fracture-edge predict`` without --model).
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "models" / "fracture-lite0-int8"
 
@@ -75,53 +75,25 @@ class Bundle:
 
     @property
     def site_calibration(self) -> dict[str, Any] | None:
-        """The card's ``site_calibration`` record (at least ``site`` and ``date``), or None for
-        a bundle that was not calibrated on a site's own films."""
-        record = self.card.get("site_calibration")
-        if record is None:
-            return None
-        if not isinstance(record, dict) or not all(
-            isinstance(record.get(key), str) and record[key] for key in ("site", "date")
-        ):
-            raise ModelCardError(
-                f"{self.folder / 'model_card.json'}: 'site_calibration' must be an object with "
-                f"non-empty 'site' and 'date' strings, got {record!r}; re-run the calibration"
-            )
-        return record
+        """The card's ``site_calibration`` record (at least ``site`` and ``date``, checked on
+        load), or None for a bundle that was not calibrated on a site's own films."""
+        return self.card.get("site_calibration")
 
     @classmethod
     def load(cls, folder: str | Path, verify: bool = True) -> Bundle:
+        """Read ``folder``'s card through :func:`edge_app.card.read_card` (which refuses any
+        field of the wrong type, out of range or not finite) and, with ``verify``, check the
+        model file's sha256 against it."""
         folder = Path(folder)
-        card_path, model_path = folder / "model_card.json", folder / "model.tflite"
         if not folder.is_dir():
             raise ModelCardError(f"model bundle not found: {folder}")
-        for path in (card_path, model_path):
-            if not path.is_file():
-                raise ModelCardError(f"{folder} is not a model bundle: {path.name} is missing")
-        try:
-            card = json.loads(card_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ModelCardError(f"{card_path} is not valid JSON: {error}") from error
-        if card.get("format") != "fracture-edge-bundle":
-            raise ModelCardError(f"{card_path} is not a fracture-edge bundle card")
-        if int(card.get("format_version", 0)) > SUPPORTED_FORMAT_VERSION:
-            raise ModelCardError(
-                f"{card_path} has format version {card['format_version']}; this runtime reads "
-                f"up to {SUPPORTED_FORMAT_VERSION}. Update fracture-edge."
-            )
-        for key in ("preprocessing", "outputs", "cam_shape", "operating_points"):
-            if key not in card:
-                raise ModelCardError(f"{card_path} lacks '{key}'")
-        for name in ("doubt", "fracture"):
-            if name not in card["operating_points"]:
-                raise ModelCardError(f"{card_path} has no '{name}' operating point")
-        if card["operating_points"]["doubt"] > card["operating_points"]["fracture"]:
-            raise ModelCardError(f"{card_path}: the doubt threshold exceeds the fracture one")
+        for name in (CARD_FILE, "model.tflite"):
+            if not (folder / name).is_file():
+                raise ModelCardError(f"{folder} is not a model bundle: {name} is missing")
+        card = read_card(folder, "bundle")
         if verify:
-            expected = card.get("model_sha256")
-            if not expected:
-                raise ModelCardError(f"{card_path} carries no model_sha256 to verify against")
-            actual = file_sha256(model_path)
+            model_path = folder / "model.tflite"
+            expected, actual = card["model_sha256"], file_sha256(model_path)
             if actual != expected:
                 raise ModelFileError(
                     f"{model_path} does not match its card (sha256 {actual[:12]}… instead of "
@@ -310,20 +282,19 @@ class FractureDetector:
         self.card = card
         self.preprocessing = PreprocessConfig.from_card(card)
         self.cam_shape = tuple(int(n) for n in card["cam_shape"])
-        self.temperature = float(card.get("calibration_temperature", 1.0))
-        if not self.temperature > 0:
-            raise ModelCardError(f"{self.bundle.folder}: calibration_temperature must be > 0")
-        self.thresholds = {k: float(v) for k, v in card["operating_points"].items()}
+        self.temperature = float(card["calibration_temperature"])  # in [1e-3, 1e3]: read_card
+        self.thresholds = {name: float(card["operating_points"][name]) for name in OPERATING_POINTS}
         self.region_labels = list(card.get("region_labels") or [])
         self.cam_scale = card.get("cam_scale")
         self.model = TFLiteModel(
             self.bundle.model_path, outputs=card["outputs"], num_threads=num_threads
         )
-        expected = tuple(card.get("input", {}).get("shape", self.model.input_shape))
+        expected = tuple(card["input"]["shape"])
         if self.model.input_shape != expected:
             raise ModelCardError(
-                f"{self.bundle.folder}: the model takes {self.model.input_shape} but the card "
-                f"says {expected}"
+                f"{self.bundle.folder}: the model takes input of shape {self.model.input_shape} "
+                f"but its card says {expected} (input.shape): the card does not belong to this "
+                "model file"
             )
         if self.model.batch_size != 1:
             raise ModelCardError(f"{self.bundle.model_path} has batch {self.model.batch_size}")

@@ -212,12 +212,12 @@ def test_tampered_model_is_refused(bundle_copy):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"format": "something-else"}, "not a fracture-edge bundle"),
+        ({"format": "something-else"}, "not a FractureEdge bundle card"),
         ({"format_version": 99}, "format version 99"),
-        ({"operating_points": {"doubt": 0.9, "fracture": 0.2}}, "doubt threshold exceeds"),
-        ({"operating_points": {"doubt": 0.1}}, "no 'fracture' operating point"),
-        ({"model_sha256": None}, "no model_sha256"),
-        ({"calibration_temperature": 0}, "must be > 0"),
+        ({"operating_points": {"doubt": 0.9, "fracture": 0.2}}, "doubt point .* exceeds"),
+        ({"operating_points": {"doubt": 0.1}}, "'operating_points.fracture' must be a number"),
+        ({"model_sha256": None}, "lacks 'model_sha256'"),
+        ({"calibration_temperature": 0}, "'calibration_temperature' must be a finite number"),
     ],
 )
 def test_bad_cards_are_refused(bundle_copy, change, message):
