@@ -44,8 +44,11 @@ from edge_app.card import CAM_OUTPUT, CARD_FILE, LOGIT_OUTPUT, OPERATING_POINTS,
 from edge_app.errors import ModelCardError
 from edge_app.files import file_sha256
 from edge_app.findings import Box, Point, locate
+from edge_app.image_io import decoded_sizes
+from edge_app.limits import DEFAULT_MAX_PIXELS, check_study_size
 from edge_app.preprocess import LetterboxGeometry, PreprocessConfig, preprocess
 from edge_app.radiograph import Radiograph, load_study
+from edge_app.sniff import sniff_format
 from edge_app.tflite import ModelFileError, TFLiteModel
 
 VERDICTS = ("fracture", "uncertain", "no_fracture")
@@ -268,6 +271,32 @@ def heatmap_from_cam(
     return np.clip(heatmap, 0.0, 1.0, out=heatmap)
 
 
+def load_together(paths: Sequence[Path], source: str) -> list[Radiograph]:
+    """Every image of ``paths``, read as one study (``source`` names it): bounded together as
+    one folder is (``MAX_STUDY_IMAGES`` images, ``VOLUME_PIXEL_FACTOR`` × ``max_pixels`` pixels
+    as decoded; :func:`edge_app.limits.check_study_size`), so several files uploaded at once
+    cannot hold more than a folder may. Image files are counted from their headers before any
+    is decoded; DICOM and NIfTI files as each is read."""
+    if len(paths) == 1:
+        return load_study(paths[0])
+    label = f"the study of {source}"
+    planned, count = 0, 0
+    for path in paths:
+        if sniff_format(path) == "image":
+            sizes = decoded_sizes(path, DEFAULT_MAX_PIXELS)
+            planned += sum(width * height for width, height in sizes)
+            count += len(sizes)
+    check_study_size(count, planned, DEFAULT_MAX_PIXELS, label)
+    radiographs: list[Radiograph] = []
+    total = 0
+    for path in paths:
+        loaded = load_study(path)
+        radiographs += loaded
+        total += sum(radiograph.pixels.size for radiograph in loaded)
+        check_study_size(len(radiographs), total, DEFAULT_MAX_PIXELS, label)
+    return radiographs
+
+
 class FractureDetector:
     """A loaded bundle, ready to score radiographs. Thread-compatible, not thread-safe: give
     each thread its own detector (the app runs inference on one worker thread)."""
@@ -400,10 +429,10 @@ class FractureDetector:
         paths = [Path(path) for path in paths]
         if not paths:
             raise ValueError("no file to score: give at least one path")
-        radiographs = [image for path in paths for image in load_study(path)]
-        is_study = len(paths) > 1 or len(radiographs) > 1 or paths[0].is_dir()
         if source is None:
             source = str(paths[0]) if len(paths) == 1 else f"{len(paths)} files"
+        radiographs = load_together(paths, source)
+        is_study = len(paths) > 1 or len(radiographs) > 1 or paths[0].is_dir()
         return self.predict_study(radiographs, source, heatmap, is_study=is_study)
 
     def predict_path(self, path: str | Path, heatmap: bool = True) -> StudyResult:
