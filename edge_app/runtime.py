@@ -46,7 +46,12 @@ from edge_app.files import file_sha256
 from edge_app.findings import Box, Point, locate
 from edge_app.image_io import decoded_sizes
 from edge_app.limits import DEFAULT_MAX_PIXELS, check_study_size
-from edge_app.preprocess import LetterboxGeometry, PreprocessConfig, preprocess
+from edge_app.preprocess import (
+    LetterboxGeometry,
+    PreprocessConfig,
+    letterbox_geometry,
+    preprocess,
+)
 from edge_app.radiograph import Radiograph, load_study
 from edge_app.sniff import sniff_format
 from edge_app.tflite import ModelFileError, TFLiteModel
@@ -377,6 +382,15 @@ class FractureDetector:
             peak=peak,
             box=box,
         )
+
+    def heatmap(self, prediction: Prediction, height: int, width: int) -> np.ndarray:
+        """The heatmap ``predict_pixels`` keeps with ``heatmap=True``, made again from the
+        prediction's class-activation map for its ``height`` × ``width`` image: a caller that
+        draws a study one image at a time holds one full-size map, not one per image."""
+        if prediction.cam is None:
+            raise ValueError(f"{prediction.source}: the prediction kept no class-activation map")
+        geometry = letterbox_geometry(height, width, self.preprocessing.input_size)
+        return heatmap_from_cam(prediction.cam, geometry, height, width, self.cam_scale)
 
     def infer(self, model_input: np.ndarray) -> dict[str, np.ndarray]:
         """The model's outputs for one preprocessed input (size × size), with flip TTA if on."""
