@@ -142,6 +142,30 @@ def test_user_message_keeps_the_loaders_message_and_flags_bugs(caplog):
     assert caplog.records[0].exc_info is not None  # a bug keeps its traceback in the log
 
 
+def test_a_hostile_card_is_the_workers_message_and_no_image_is_scored(
+    tiny_bundle, tmp_path, make_radiograph, save_jpeg
+):
+    """NaN thresholds used to load: every film then read "no fracture seen" in green."""
+    from edge_app.app import InferenceWorker
+
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    card = json.loads((bundle / "model_card.json").read_text())
+    card["operating_points"] = {"doubt": float("nan"), "fracture": float("nan")}
+    (bundle / "model_card.json").write_text(json.dumps(card))
+    image = save_jpeg(tmp_path / "hand.jpg", make_radiograph(120, 100))
+    outcomes = []
+    worker = InferenceWorker(deliver=lambda callback, outcome: callback(outcome))
+    worker.load_model(bundle, outcomes.append)
+    worker.analyse(image, outcomes.append)
+    worker._executor.shutdown(wait=True)
+    (loaded, analysed) = outcomes
+    assert loaded.value is None and "'operating_points.doubt' must be a finite number" in (
+        loaded.message
+    )
+    assert analysed.value is None and "no model is loaded" in analysed.message
+    assert "operating_points.doubt" in analysed.message
+
+
 # --------------------------------------------------------------------------- the window
 
 
@@ -249,6 +273,21 @@ def test_an_invalid_bundle_shows_a_message(xvfb_run, tmp_path, save_jpeg, make_r
     errors = run.payloads("ERROR")
     assert errors and "is not a model bundle: model_card.json is missing" in errors[0]
     assert run.payloads("VERDICT") == []
+
+
+@pytest.mark.slow
+def test_a_hostile_card_shows_its_message_in_the_window(
+    xvfb_run, tiny_bundle, tmp_path, save_jpeg, make_radiograph
+):
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    card = json.loads((bundle / "model_card.json").read_text())
+    card["calibration_temperature"] = float("inf")
+    (bundle / "model_card.json").write_text(json.dumps(card))
+    image = save_jpeg(tmp_path / "hand.jpg", make_radiograph(120, 100))
+    run = run_app(xvfb_run, bundle, [image], tmp_path)  # exit 0, no traceback
+    errors = run.payloads("ERROR")
+    assert errors and all("'calibration_temperature' must be a finite number" in e for e in errors)
+    assert run.payloads("VERDICT") == [] and run.payloads("MODEL") == []
 
 
 @pytest.mark.slow
