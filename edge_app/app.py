@@ -44,6 +44,7 @@ import numpy as np
 from PIL import Image
 
 from edge_app.errors import FractureEdgeError
+from edge_app.files import check_output
 from edge_app.render import render, render_prediction
 from edge_app.runtime import FractureDetector, Prediction, StudyResult
 from edge_app.text import DISCLAIMER, percent, site_calibration_text
@@ -270,8 +271,10 @@ def export_report(
     heatmap_shown: bool,
 ) -> ReportFiles:
     """Write the shown image as on screen (film, overlay, box and legend; full resolution) as
-    PNG and the result as JSON."""
+    PNG and the result as JSON, under new names (never over a file). Not into the opened input,
+    nor a folder that holds it: a report written into a study folder would join the study."""
     folder = Path(folder).expanduser()
+    check_output(folder, [result.source], overwrite=True, folder=True, what="report")
     folder.mkdir(parents=True, exist_ok=True)
     radiograph, prediction = result.radiographs[index], result.predictions[index]
     stem = Path(result.source).name.split(".")[0] or "radiograph"
@@ -285,7 +288,8 @@ def export_report(
         base = folder / f"{stem}-{stamp}-{counter}"
     image_path, json_path = base.with_suffix(".png"), base.with_suffix(".json")
     picture = render_prediction(radiograph.pixels, prediction, opacity, shown=heatmap_shown)
-    Image.fromarray(picture).save(image_path)
+    with open(image_path, "xb") as stream:  # "x": never over a file, even one made meanwhile
+        Image.fromarray(picture).save(stream, format="PNG")
     report = {
         "created": datetime.now().astimezone().isoformat(timespec="seconds"),
         "prediction": result.to_json(),
@@ -300,5 +304,6 @@ def export_report(
         "app": {"name": "FractureEdge", "version": _app_version()},
         "disclaimer": DISCLAIMER,
     }
-    json_path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    with open(json_path, "x", encoding="utf-8") as stream:
+        stream.write(json.dumps(report, indent=1, default=str) + "\n")
     return ReportFiles(image_path, json_path)

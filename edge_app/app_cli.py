@@ -18,6 +18,7 @@ from pathlib import Path
 
 from edge_app._optional import require
 from edge_app.errors import FractureEdgeError
+from edge_app.files import check_output
 
 
 def run_app(
@@ -100,6 +101,11 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="close the app S seconds after the first result (headless runs, demos)",
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="let --screenshot replace an existing file (never one of the PATHs)",
+    )
 
 
 class NoDisplayError(FractureEdgeError):
@@ -123,6 +129,8 @@ def check_display(environ=None, platform: str = sys.platform) -> None:
 
 
 def _app(args: argparse.Namespace) -> int:
+    if args.screenshot is not None:  # before the window: a refusal is a message, exit 2
+        check_output(args.screenshot, args.paths, args.overwrite, what="screenshot")
     check_display()
     return run_app(args.model, args.paths, args.screenshot, args.exit_after)
 

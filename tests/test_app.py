@@ -82,6 +82,36 @@ def test_export_writes_the_shown_images_overlay_and_the_result(tmp_path):
     assert np.array_equal(heated[30:, :8], plain[30:, :8])  # cold regions keep the radiograph
 
 
+def test_a_report_is_never_written_into_the_opened_study(tmp_path):
+    """A report in a study folder would join the study the next time it is opened."""
+    from edge_app.errors import UsageError
+
+    study_folder = tmp_path / "study"
+    study_folder.mkdir()
+    (study_folder / "a.png").write_bytes(b"original")
+    study = StudyResult(str(study_folder), [_radiograph("a.png")],
+                        [_prediction("a.png", 0.9, "fracture")], 0.9, "fracture")  # fmt: skip
+    for folder in (study_folder, study_folder / "reports"):
+        with pytest.raises(UsageError, match="refusing to write the report"):
+            export_report(study, 0, {}, folder, 0.5, heatmap_shown=True)
+    assert [p.name for p in study_folder.iterdir()] == ["a.png"]
+    assert (study_folder / "a.png").read_bytes() == b"original"
+    assert export_report(study, 0, {}, tmp_path / "reports", 0.5, True).image.is_file()
+
+
+def test_the_screenshot_never_replaces_a_file_without_overwrite(tmp_path):
+    from edge_app.app_cli import main
+
+    screenshot = tmp_path / "app.png"
+    screenshot.write_bytes(b"an earlier screenshot")
+    assert main(["--screenshot", str(screenshot), str(tmp_path / "x.jpg")]) == 2
+    assert screenshot.read_bytes() == b"an earlier screenshot"
+    image = tmp_path / "x.jpg"
+    image.write_bytes(b"a film")
+    assert main(["--screenshot", str(image), "--overwrite", str(image)]) == 2  # never an input
+    assert image.read_bytes() == b"a film"
+
+
 def test_reports_folder_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("FRACTURE_EDGE_REPORTS", str(tmp_path / "r"))
     assert reports_folder() == tmp_path / "r"
