@@ -374,6 +374,19 @@ def test_importing_the_page_changes_nothing_in_the_process():
     assert result.stdout.split() == ["True", "False"], result.stderr
 
 
+def test_files_outside_the_runs_folder_are_not_served(server, tmp_path):
+    import urllib.error
+    import urllib.request
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for visitors")
+    folder = server.private_run.folder
+    for target in (secret, Path("/etc/passwd"), folder / ".." / secret.relative_to("/")):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{server.local_url}gradio_api/file={target}", timeout=30)
+        assert refused.value.code in (403, 404), target
+
+
 # --------------------------------------------------------------------------- pieces
 
 
