@@ -9,9 +9,10 @@ or (when the page is served to this computer only) any bundle folder typed in.
 Private by default: the command line binds it to 127.0.0.1; it never opens a share link, sends
 no usage statistics, keeps no run history in the browser, and the page loads nothing from
 outside (the theme uses the system's fonts, Gradio serves its own scripts). Uploads and the
-overlays drawn for them live in a folder private to the run (:class:`PrivateRun`), removed when
-the server stops, however it stops. docs/web.md says how to expose the page on purpose, and why
-not on an untrusted network; docs/security.md states what it defends against.
+overlays drawn for them live in a folder private to the run
+(:class:`edge_app.private_run.PrivateRun`), removed when the server stops, however it stops.
+docs/web.md says how to expose the page on purpose, and why not on an untrusted network;
+docs/security.md states what it defends against.
 
 Importing this module changes nothing in the process and imports no Gradio: :func:`launch` sets
 what Gradio reads from the environment, then imports it.
@@ -19,14 +20,9 @@ what Gradio reads from the environment, then imports it.
 
 from __future__ import annotations
 
-import atexit
 import html
 import ipaddress
 import logging
-import os
-import shutil
-import signal
-import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,29 +34,13 @@ from PIL import Image
 
 from edge_app._optional import require
 from edge_app.errors import CorruptImageError, EmptyImageError, FractureEdgeError, ModelCardError
+from edge_app.private_run import PrivateRun
 from edge_app.render import DEFAULT_OPACITY, render
 from edge_app.runtime import DEFAULT_BUNDLE, Bundle, FractureDetector, Prediction, StudyResult
 from edge_app.text import DISCLAIMER, percent, site_calibration_text
 from edge_app.tflite import ModelFileError
 
 LOGGER = logging.getLogger(__name__)
-
-#: Read by Gradio and huggingface_hub when they are imported (so :func:`launch` sets them first):
-#: no telemetry, no version check against Gradio's servers, no call to the Hugging Face Hub (the
-#: page never needs it).
-PRIVATE_ENVIRONMENT = {
-    "GRADIO_ANALYTICS_ENABLED": "False",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "HF_HUB_OFFLINE": "1",
-}
-#: Where Gradio keeps uploads and the overlays it serves; :func:`launch` points it at the run's
-#: private folder.
-TEMP_DIR_VARIABLE = "GRADIO_TEMP_DIR"
-#: Signals that end the server and must not leave the run's files behind (Ctrl-C, SIGINT, ends
-#: Gradio's wait as KeyboardInterrupt and reaches the same clean-up through ``close()``).
-CLEANUP_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
 
 #: Longest side of the overlay sent to the browser; the model always sees the full image.
 DISPLAY_MAX_SIDE = 1024
@@ -569,62 +549,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # a host name: it may resolve to any interface
         return False
-
-
-class PrivateRun:
-    """What one served page owns in its process, and gives back however the server stops.
-
-    - a private temporary folder (``tempfile.mkdtemp``: mode 0700, a fresh name per run), where
-      Gradio keeps uploads and the overlays it serves (``GRADIO_TEMP_DIR``);
-    - the environment Gradio reads (:data:`PRIVATE_ENVIRONMENT`) and a umask of 077, so every
-      file Gradio writes there is 0600 and every folder 0700;
-    - handlers for SIGTERM and SIGHUP (on the main thread, where a signal is not ignored) that
-      remove the folder, restore the previous handler and raise the signal again, so the process
-      still ends as that signal says.
-
-    :meth:`end` (called by the page's ``close()``, by those handlers and at interpreter exit)
-    removes the folder and restores the rest; it runs once.
-    """
-
-    def __init__(self) -> None:
-        self.folder = Path(tempfile.mkdtemp(prefix="fracture-edge-web-"))
-        variables = {**PRIVATE_ENVIRONMENT, TEMP_DIR_VARIABLE: str(self.folder)}
-        self._saved_environment = {name: os.environ.get(name) for name in variables}
-        os.environ.update(variables)
-        self._saved_umask = os.umask(0o077)
-        self._saved_handlers: dict[int, Any] = {}
-        self._ended = False
-        self._lock = threading.Lock()
-        if threading.current_thread() is threading.main_thread():
-            for signum in CLEANUP_SIGNALS:
-                previous = signal.getsignal(signum)
-                if previous is not signal.SIG_IGN:  # e.g. nohup: the user wants it ignored
-                    self._saved_handlers[signum] = signal.signal(signum, self._on_signal)
-        atexit.register(self.end)
-
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        self.end()
-        signal.raise_signal(signum)  # the previous handler (by default: the process ends)
-
-    def end(self) -> None:
-        with self._lock:
-            if self._ended:
-                return
-            self._ended = True
-        for signum, handler in self._saved_handlers.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        os.umask(self._saved_umask)
-        for name, value in self._saved_environment.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        atexit.unregister(self.end)
-        for _attempt in range(3):  # a request may still be writing a file into it
-            shutil.rmtree(self.folder, ignore_errors=True)
-            if not self.folder.exists():
-                return
-        LOGGER.warning("could not remove the page's temporary folder %s", self.folder)
 
 
 def launch(

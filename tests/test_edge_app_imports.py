@@ -43,6 +43,7 @@ RUNTIME_MODULES = [
     "edge_app.app_android",
     "edge_app.web",
     "edge_app.web_cli",
+    "edge_app.private_run",
 ]
 #: Front ends whose own library must be imported too: a module's lazy import of it is where a
 #: heavy import would hide. (module, its library, the entry point that configures it first)
