@@ -6,7 +6,7 @@ buildozer.spec) and runs this file. On a laptop, run ``fracture-edge app`` inste
 import logging
 import sys
 
-from edge_app.app import run_app
+from edge_app.app_cli import run_app
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")  # logcat

@@ -63,7 +63,7 @@ def app_cold_start(bundle: Path, image: Path, screenshot: Path) -> dict:
 
     command = [
         "xvfb-run", "-a", sys.executable, "-m", "edge_app.app_cli", "--model", str(bundle),
-        "--exit-after", "0.5", "--screenshot", str(screenshot), str(image),
+        "--exit-after", "0.5", "--screenshot", str(screenshot), "--overwrite", str(image),
     ]  # fmt: skip
     import threading
 

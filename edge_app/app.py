@@ -1,9 +1,10 @@
 """The FractureEdge app for laptops and Android phones (Kivy): open a radiograph, read the
 verdict, look at where the model looked, export a report.
 
-This module holds everything that needs no Kivy: the entry point :func:`run_app`, the one
-inference thread, the report writer and the texts the panels show. The widgets are in
-:mod:`edge_app.app_ui`, and Android's gallery and camera in :mod:`edge_app.app_android`.
+This module holds everything that needs no Kivy: the one inference thread, the report writer
+and the texts the panels show. The entry point, :func:`edge_app.app_cli.run_app`, configures
+Kivy and opens the window; the widgets are in :mod:`edge_app.app_ui` (their layout in
+``edge_app/app.kv``), and Android's gallery and camera in :mod:`edge_app.app_android`.
 
 Nothing leaves the device: no network call, and a report is written only when the user presses
 "Export report".
@@ -42,10 +43,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from edge_app._optional import require
 from edge_app.errors import FractureEdgeError
+from edge_app.files import check_output
 from edge_app.render import render, render_prediction
-from edge_app.runtime import DEFAULT_BUNDLE, FractureDetector, Prediction, StudyResult
+from edge_app.runtime import FractureDetector, Prediction, StudyResult
 from edge_app.text import DISCLAIMER, percent, site_calibration_text
 
 LOGGER = logging.getLogger(__name__)
@@ -64,53 +65,6 @@ VERDICT_COLOURS = {
 
 class NoModelError(FractureEdgeError):
     """An image was opened while no model bundle is loaded."""
-
-
-# --------------------------------------------------------------------------- the entry point
-
-
-def run_app(
-    model: Path | None,
-    paths: list[Path],
-    screenshot: Path | None = None,
-    exit_after: float | None = None,
-) -> int:
-    """Open the window on the bundle ``model`` (default: the shipped one) and the ``paths``.
-
-    The first path is analysed at start; the others wait in the "Recent" list. ``screenshot``
-    saves the window once the first result (or error) is on screen; ``exit_after`` seconds
-    after that result the app closes.
-    """
-    _configure_kivy()
-    from edge_app.app_ui import FractureEdgeApp  # Kivy may only be imported after the above
-
-    FractureEdgeApp(
-        bundle=Path(model) if model else DEFAULT_BUNDLE,
-        paths=[Path(path) for path in paths],
-        screenshot=Path(screenshot) if screenshot else None,
-        exit_after=exit_after,
-        auto_export=os.environ.get(AUTO_EXPORT_ENV) == "1",
-    ).run()
-    return 0
-
-
-def _configure_kivy() -> None:
-    """Settings Kivy reads once, when it is first imported; they belong to this entry point."""
-    os.environ.setdefault("KIVY_NO_ARGS", "1")  # the fracture-edge CLI owns sys.argv
-    os.environ.setdefault("KIVY_LOG_MODE", "PYTHON")  # Kivy logs through the caller's logging
-    # ... at the caller's level (fracture-edge -v: INFO), from its first line on
-    level = "info" if logging.getLogger().getEffectiveLevel() <= logging.INFO else "warning"
-    os.environ.setdefault("KCFG_KIVY_LOG_LEVEL", level)
-    Config = require("kivy.config", "run the app").Config  # noqa: N806 (Kivy's name)
-
-    Config.set("graphics", "width", "1000")
-    Config.set("graphics", "height", "700")
-    Config.set("graphics", "minimum_width", "760")
-    Config.set("graphics", "minimum_height", "520")
-    # No multisample anti-aliasing: the app draws images and text, not polygons, and MSAA
-    # buffers cost ~12 MB under a software renderer (measured with Mesa llvmpipe).
-    Config.set("graphics", "multisamples", "0")
-    Config.set("input", "mouse", "mouse,disable_multitouch")  # no red dots on right click
 
 
 def emit(tag: str, payload: Any) -> None:
@@ -317,8 +271,10 @@ def export_report(
     heatmap_shown: bool,
 ) -> ReportFiles:
     """Write the shown image as on screen (film, overlay, box and legend; full resolution) as
-    PNG and the result as JSON."""
+    PNG and the result as JSON, under new names (never over a file). Not into the opened input,
+    nor a folder that holds it: a report written into a study folder would join the study."""
     folder = Path(folder).expanduser()
+    check_output(folder, [result.source], overwrite=True, folder=True, what="report")
     folder.mkdir(parents=True, exist_ok=True)
     radiograph, prediction = result.radiographs[index], result.predictions[index]
     stem = Path(result.source).name.split(".")[0] or "radiograph"
@@ -332,7 +288,8 @@ def export_report(
         base = folder / f"{stem}-{stamp}-{counter}"
     image_path, json_path = base.with_suffix(".png"), base.with_suffix(".json")
     picture = render_prediction(radiograph.pixels, prediction, opacity, shown=heatmap_shown)
-    Image.fromarray(picture).save(image_path)
+    with open(image_path, "xb") as stream:  # "x": never over a file, even one made meanwhile
+        Image.fromarray(picture).save(stream, format="PNG")
     report = {
         "created": datetime.now().astimezone().isoformat(timespec="seconds"),
         "prediction": result.to_json(),
@@ -347,5 +304,6 @@ def export_report(
         "app": {"name": "FractureEdge", "version": _app_version()},
         "disclaimer": DISCLAIMER,
     }
-    json_path.write_text(json.dumps(report, indent=1, default=str) + "\n")
+    with open(json_path, "x", encoding="utf-8") as stream:
+        stream.write(json.dumps(report, indent=1, default=str) + "\n")
     return ReportFiles(image_path, json_path)

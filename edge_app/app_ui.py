@@ -1,5 +1,5 @@
-"""The Kivy widgets of the FractureEdge app. Import through :func:`edge_app.app.run_app`, which
-configures Kivy first.
+"""The Kivy widgets of the FractureEdge app; their layout is ``edge_app/app.kv``. Import through
+:func:`edge_app.app_cli.run_app`, which configures Kivy first.
 
 The window: a toolbar (Open, Camera on Android, Export report, Recent, a busy indicator), the
 image with its heatmap, box and legend (drawn by :mod:`edge_app.render`), a slice slider for
@@ -19,6 +19,7 @@ from kivy.app import App
 from kivy.base import ExceptionHandler, ExceptionManager
 from kivy.clock import Clock
 from kivy.core.window import Window
+from kivy.graphics.opengl import GL_RGBA, GL_UNSIGNED_BYTE, glReadPixels
 from kivy.graphics.texture import Texture
 from kivy.lang import Builder
 from kivy.metrics import dp, sp
@@ -35,6 +36,7 @@ from kivy.uix.popup import Popup
 from kivy.uix.togglebutton import ToggleButton
 from kivy.uix.widget import Widget
 from kivy.utils import escape_markup, get_hex_from_color, platform
+from PIL import Image
 
 from edge_app.app import (
     VERDICT_COLOURS,
@@ -56,412 +58,6 @@ from edge_app.text import DISCLAIMER, percent
 ON_ANDROID = platform == "android"
 NEUTRAL = (0.24, 0.27, 0.32, 1.0)
 MUTED = "8d96a5"
-
-KV = """
-#:import dp kivy.metrics.dp
-#:import sp kivy.metrics.sp
-#:import Window kivy.core.window.Window
-
-<BodyLabel>:
-    color: 0.88, 0.90, 0.93, 1
-    font_size: sp(15)
-    markup: True
-    halign: "left"
-    valign: "top"
-    text_size: self.width, None
-    size_hint_y: None
-    height: self.texture_size[1]
-
-<Caption@BodyLabel>:
-    color: 0.55, 0.60, 0.68, 1
-    font_size: sp(12)
-    bold: True
-
-<ModelKey>:
-    font_size: sp(14)
-    color: 0.55, 0.60, 0.68, 1
-    halign: "left"
-    valign: "top"
-    text_size: self.size
-    size_hint: None, None
-    width: dp(118)
-
-<ModelValue>:
-    font_size: sp(14)
-
-<Divider@Widget>:
-    size_hint_y: None
-    height: dp(9)
-    canvas:
-        Color:
-            rgba: 0.28, 0.31, 0.36, 1
-        Rectangle:
-            pos: self.x, self.center_y
-            size: self.width, dp(1)
-
-<ToolButton@Button>:
-    size_hint_x: None
-    width: max(dp(104), self.texture_size[0] + dp(28))
-    font_size: sp(15)
-    background_normal: ""
-    background_down: ""
-    background_disabled_normal: ""
-    background_color: 0.20, 0.40, 0.68, 1
-    opacity: 0.45 if self.disabled else 1
-
-<StudyEntry>:
-    size_hint_y: None
-    height: dp(34)
-    font_size: sp(14)
-    markup: True
-    halign: "left"
-    valign: "middle"
-    shorten: True
-    shorten_from: "center"
-    text_size: self.width - dp(16), None
-    background_normal: ""
-    background_down: ""
-    background_color: (0.20, 0.40, 0.68, 1) if self.state == "down" else (0.20, 0.22, 0.26, 1)
-
-<VerdictBadge>:
-    size_hint_y: None
-    height: dp(58)
-    font_size: sp(24)
-    bold: True
-    color: 1, 1, 1, 1
-    canvas.before:
-        Color:
-            rgba: self.band_colour
-        RoundedRectangle:
-            pos: self.pos
-            size: self.size
-            radius: [dp(8)]
-
-<BusyIndicator>:
-    size_hint_x: None
-    width: dp(30)
-    canvas:
-        Color:
-            rgba: (0.55, 0.75, 1.0, 1) if self.active else (0, 0, 0, 0)
-        Line:
-            circle: self.center_x, self.center_y, dp(10), self.angle, self.angle + 270
-            width: dp(2)
-
-<MainView>:
-    orientation: "vertical"
-    canvas.before:
-        Color:
-            rgba: 0.10, 0.11, 0.13, 1
-        Rectangle:
-            pos: self.pos
-            size: self.size
-    BoxLayout:
-        size_hint_y: None
-        height: dp(56)
-        padding: dp(10), dp(9)
-        spacing: dp(8)
-        canvas.before:
-            Color:
-                rgba: 0.15, 0.17, 0.20, 1
-            Rectangle:
-                pos: self.pos
-                size: self.size
-        ToolButton:
-            id: open_button
-            text: "Open…"
-            size_hint_x: None if root.wide else 1
-            disabled: root.busy
-            on_release: root.choose_file()
-        ToolButton:
-            id: camera_button
-            text: "Camera"
-            size_hint_x: None if root.wide else 1
-            disabled: root.busy
-            on_release: root.take_photo()
-        ToolButton:
-            id: export_button
-            text: "Export report" if root.wide else "Export"
-            size_hint_x: None if root.wide else 1
-            disabled: root.busy or not root.has_result
-            on_release: root.ask_export()
-        Spinner:
-            id: recent
-            text: "Recent"
-            values: root.recent_names
-            size_hint_x: None if root.wide else 1
-            width: dp(120)
-            font_size: sp(15)
-            disabled: root.busy or not root.recent_names
-            opacity: 0.45 if self.disabled else 1
-            background_normal: ""
-            background_color: 0.24, 0.27, 0.32, 1
-            on_text: root.open_recent(self.text)
-        BusyIndicator:
-            active: root.busy
-        Label:
-            text: root.status
-            size_hint_x: 1 if root.wide else None
-            width: 0
-            opacity: 1 if root.wide else 0
-            font_size: sp(14)
-            color: 0.75, 0.80, 0.88, 1
-            halign: "left"
-            valign: "middle"
-            text_size: self.size
-            shorten: True
-        Label:
-            text: "FractureEdge"
-            bold: True
-            font_size: sp(18)
-            size_hint_x: None
-            width: dp(130) if root.wide else 0
-            opacity: 1 if root.wide else 0
-            color: 0.88, 0.90, 0.93, 1
-    BoxLayout:
-        orientation: "horizontal" if root.wide else "vertical"
-        padding: dp(10)
-        spacing: dp(10)
-        BoxLayout:
-            orientation: "vertical"
-            spacing: dp(6)
-            BodyLabel:
-                id: banner
-                text: root.message
-                color: 1, 0.92, 0.92, 1
-                padding: dp(10), dp(8)
-                height: (self.texture_size[1]) if root.message else 0
-                opacity: 1 if root.message else 0
-                canvas.before:
-                    Color:
-                        rgba: (0.45, 0.12, 0.14, 1) if root.message else (0, 0, 0, 0)
-                    RoundedRectangle:
-                        pos: self.pos
-                        size: self.size
-                        radius: [dp(6)]
-            FloatLayout:
-                canvas.before:
-                    Color:
-                        rgba: 0, 0, 0, 1
-                    Rectangle:
-                        pos: self.pos
-                        size: self.size
-                Image:
-                    id: viewer
-                    fit_mode: "contain"
-                    color: (1, 1, 1, 1) if self.texture else (0, 0, 0, 0)
-                    pos_hint: {"x": 0, "y": 0}
-                Label:
-                    text: root.placeholder
-                    font_size: sp(16)
-                    color: 0.60, 0.65, 0.72, 1
-                    halign: "center"
-                    text_size: self.width * 0.8, None
-                    pos_hint: {"x": 0, "y": 0}
-                    opacity: 0 if viewer.texture else 1
-            BoxLayout:
-                size_hint_y: None
-                height: dp(34) if root.slice_count > 1 else 0
-                opacity: 1 if root.slice_count > 1 else 0
-                disabled: root.slice_count <= 1
-                spacing: dp(8)
-                Label:
-                    text: "Slice {} / {}".format(root.image_index + 1, root.slice_count)
-                    font_size: sp(14)
-                    size_hint_x: None
-                    width: dp(110)
-                Slider:
-                    id: slice_slider
-                    min: 0
-                    max: max(1, root.slice_count - 1)
-                    step: 1
-                    value: root.image_index
-                    on_value: root.select_image(int(self.value))
-            BodyLabel:
-                text: root.source_text
-                font_size: sp(13)
-                color: 0.60, 0.65, 0.72, 1
-            BodyLabel:
-                id: disclaimer
-                text: root.disclaimer
-                font_size: sp(12)
-                color: 0.94, 0.69, 0.38, 1
-        ScrollView:
-            size_hint: (None, 1) if root.wide else (1, 0.42)
-            width: dp(340)
-            do_scroll_x: False
-            bar_width: dp(6)
-            canvas.before:
-                Color:
-                    rgba: 0.15, 0.17, 0.20, 1
-                RoundedRectangle:
-                    pos: self.pos
-                    size: self.size
-                    radius: [dp(8)]
-            BoxLayout:
-                orientation: "vertical"
-                size_hint_y: None
-                height: self.minimum_height
-                padding: dp(14)
-                spacing: dp(8)
-                VerdictBadge:
-                    text: root.verdict_text
-                    band_colour: root.verdict_colour
-                BodyLabel:
-                    text: root.probability_text
-                    font_size: sp(17)
-                BodyLabel:
-                    text: root.detail_text
-                    height: self.texture_size[1] if self.text else 0
-                BodyLabel:
-                    text: root.band_text
-                    font_size: sp(13)
-                    color: 0.60, 0.65, 0.72, 1
-                Divider:
-                Caption:
-                    text: "HEATMAP"
-                BoxLayout:
-                    size_hint_y: None
-                    height: dp(34)
-                    CheckBox:
-                        id: heatmap_toggle
-                        active: True
-                        size_hint: None, None
-                        size: dp(34), dp(30)
-                        pos_hint: {"center_y": 0.42}  # level with the label's x-height
-                        on_active: root.redraw()
-                    BodyLabel:
-                        text: "Show where the model looked"
-                        valign: "middle"
-                        text_size: self.size
-                        height: dp(34)
-                BoxLayout:
-                    size_hint_y: None
-                    height: dp(34)
-                    disabled: not heatmap_toggle.active
-                    opacity: 1 if heatmap_toggle.active else 0.45
-                    BodyLabel:
-                        text: "Opacity"
-                        valign: "middle"
-                        text_size: self.size
-                        size_hint_x: None
-                        width: dp(64)
-                        height: dp(34)
-                    Slider:
-                        id: opacity_slider
-                        min: 0.1
-                        max: 1.0
-                        value: root.default_opacity
-                        on_value: root.redraw()
-                    BodyLabel:
-                        text: "{:.0f} %".format(opacity_slider.value * 100)
-                        valign: "middle"
-                        text_size: self.size
-                        halign: "right"
-                        size_hint_x: None
-                        width: dp(48)
-                        height: dp(34)
-                BoxLayout:
-                    orientation: "vertical"
-                    size_hint_y: None
-                    height: self.minimum_height if root.show_study_list else 0
-                    opacity: 1 if root.show_study_list else 0
-                    disabled: not root.show_study_list
-                    spacing: dp(8)
-                    Divider:
-                    Caption:
-                        text: "IMAGES IN THIS STUDY"
-                    BoxLayout:
-                        id: study_list
-                        orientation: "vertical"
-                        size_hint_y: None
-                        height: self.minimum_height
-                        spacing: dp(3)
-                Divider:
-                Caption:
-                    text: "MODEL"
-                GridLayout:
-                    id: model_grid
-                    cols: 2
-                    size_hint_y: None
-                    height: self.minimum_height
-                    spacing: dp(8), dp(3)
-                ToolButton:
-                    id: model_button
-                    text: "Open another model…"
-                    size_hint: 1, None
-                    height: dp(36)
-                    font_size: sp(14)
-                    background_color: 0.24, 0.27, 0.32, 1
-                    disabled: root.busy
-                    on_release: root.choose_bundle()
-
-<ExportDialog>:
-    title: "Export report"
-    size_hint: 0.8, 0.85
-    auto_dismiss: False
-    BoxLayout:
-        orientation: "vertical"
-        spacing: dp(8)
-        BodyLabel:
-            text: root.explanation
-            font_size: sp(14)
-        FileChooserListView:
-            id: chooser
-            path: root.start_folder
-            dirselect: True
-            filters: [root.no_files]
-            on_path: root.folder = self.path
-            on_selection: root.folder = self.selection[0] if self.selection else self.path
-        BodyLabel:
-            text: "Folder: [b]{}[/b]".format(root.folder)
-            font_size: sp(14)
-        BoxLayout:
-            size_hint_y: None
-            height: dp(44)
-            spacing: dp(10)
-            ToolButton:
-                text: "Default folder"
-                background_color: 0.24, 0.27, 0.32, 1
-                on_release: root.folder = root.default_folder
-            Widget:
-            ToolButton:
-                text: "Cancel"
-                background_color: 0.24, 0.27, 0.32, 1
-                on_release: root.dismiss()
-            ToolButton:
-                id: confirm
-                text: "Export"
-                on_release: root.confirm()
-
-<OpenDialog>:
-    size_hint: 0.92, 0.92
-    BoxLayout:
-        orientation: "vertical"
-        spacing: dp(8)
-        FileChooserListView:
-            id: chooser
-            path: root.start_folder
-            dirselect: True
-            on_submit: root.choose(self.selection)
-        BoxLayout:
-            size_hint_y: None
-            height: dp(44)
-            spacing: dp(10)
-            BodyLabel:
-                text: root.hint
-                font_size: sp(13)
-                valign: "middle"
-                text_size: self.size
-                height: dp(44)
-                color: 0.60, 0.65, 0.72, 1
-            ToolButton:
-                text: "Cancel"
-                background_color: 0.24, 0.27, 0.32, 1
-                on_release: root.dismiss()
-            ToolButton:
-                text: "Open"
-                on_release: root.choose(chooser.selection or [chooser.path])
-"""
 
 
 def _lighter(colour: tuple[float, ...], amount: float = 0.35) -> tuple[float, ...]:
@@ -551,7 +147,7 @@ class OpenDialog(Popup):
             self._on_choose(Path(selection[0]))
 
 
-Builder.load_string(KV)
+Builder.load_file(str(Path(__file__).with_name("app.kv")))
 
 
 class MainView(BoxLayout):
@@ -773,7 +369,8 @@ class MainView(BoxLayout):
         if self._texture is None or tuple(self._texture.size) != (width, height):
             self._texture = Texture.create(size=(width, height), colorfmt="rgba")
             self._texture.flip_vertical()  # numpy rows run top-down, GL rows bottom-up
-        self._texture.blit_buffer(rgba.tobytes(), colorfmt="rgba", bufferfmt="ubyte")
+        # the array's own buffer: tobytes() would hold a second copy of the picture
+        self._texture.blit_buffer(memoryview(rgba).cast("B"), colorfmt="rgba", bufferfmt="ubyte")
         viewer = self.ids.viewer
         if viewer.texture is self._texture:
             viewer.canvas.ask_update()
@@ -897,6 +494,20 @@ class MainView(BoxLayout):
         return True
 
 
+def window_picture(band_rows: int = 32) -> Image.Image:
+    """The window's pixels as an RGB image, read back a band of rows at a time: reading the
+    whole framebuffer at once (``Window.screenshot``) raised the app's peak memory by about
+    8 MB under a software renderer, in bands by about 4."""
+    width, height = (int(side) for side in Window.size)
+    picture = Image.new("RGB", (width, height))
+    for bottom in range(0, height, band_rows):  # GL counts rows from the bottom
+        rows = min(band_rows, height - bottom)
+        data = glReadPixels(0, bottom, width, rows, GL_RGBA, GL_UNSIGNED_BYTE)
+        band = Image.frombytes("RGBA", (width, rows), data).convert("RGB")
+        picture.paste(band.transpose(Image.Transpose.FLIP_TOP_BOTTOM), (0, height - bottom - rows))
+    return picture
+
+
 class ShowErrorAndContinue(ExceptionHandler):
     """An exception escaping a UI callback becomes a message in the window (a bug's traceback
     goes to the log, see :func:`edge_app.app.user_message`) instead of closing the app."""
@@ -980,8 +591,9 @@ class FractureEdgeApp(App):
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-                # Window.screenshot numbers its files (name0001.png): write aside, then move.
-                Path(Window.screenshot(name=str(Path(scratch) / "window.png"))).replace(target)
+                staged = Path(scratch) / "window.png"
+                window_picture().save(staged, format="PNG")
+                staged.replace(target)
         except OSError as error:
             emit("ERROR", f"the screenshot was not saved: {error}")
             return

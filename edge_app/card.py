@@ -176,8 +176,45 @@ def _check_bundle(check: _Checker, card: Mapping[str, Any]) -> None:
         raise ModelCardError(
             f"{where}: {len(regions)} region_labels but outputs.region_logits is {region_output}"
         )
-    if card.get("site_calibration") is not None:
-        check.mapping("site_calibration")
+    _check_shown_fields(check, card)
+
+
+def _check_shown_fields(check: _Checker, card: Mapping[str, Any]) -> None:
+    """What the app, the web page and reports show of a bundle: optional, but never of a type
+    or range that would break or mislead the display."""
+    where = check.where
+    check.text("quantization", optional=True)
+    record = card.get("site_calibration")
+    if record is not None and not (
+        isinstance(record, dict)
+        and all(isinstance(record.get(key), str) and record[key] for key in ("site", "date"))
+    ):
+        raise ModelCardError(
+            f"{where}: 'site_calibration' must be an object with non-empty 'site' and 'date' "
+            f"strings, got {record!r}; re-run the calibration"
+        )
+    export = check.mapping("export", optional=True)
+    if export.get("created") is not None and not isinstance(export["created"], str):
+        raise ModelCardError(f"{where}: 'export.created' must be text")
+    metrics = check.mapping("metrics", optional=True)
+    for name in ("val_auroc", "test_auroc"):
+        if metrics.get(name) is not None:
+            check.number(f"metrics.{name}", 0.0, 1.0, metrics[name])
+    for name in ("val_auroc_ci95", "test_auroc_ci95"):
+        interval = metrics.get(name)
+        if interval is None:
+            continue
+        if not isinstance(interval, list) or len(interval) != 2:
+            raise ModelCardError(f"{where}: 'metrics.{name}' must be [low, high]")
+        low, high = (check.number(f"metrics.{name}", 0.0, 1.0, value) for value in interval)
+        if low > high:
+            raise ModelCardError(f"{where}: 'metrics.{name}' has low {low} above high {high}")
+    counts = metrics.get("test_counts")
+    if counts is not None:
+        if not isinstance(counts, dict):
+            raise ModelCardError(f"{where}: 'metrics.test_counts' must be an object")
+        if counts.get("images") is not None:
+            check.integer("metrics.test_counts.images", counts["images"], low=0)
 
 
 class _Checker:

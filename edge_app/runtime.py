@@ -5,7 +5,10 @@ no network call anywhere. The app, the Gradio page, ``fracture-edge predict`` an
 all go through :class:`FractureDetector`.
 
 A bundle is a folder with ``model.tflite`` and ``model_card.json`` (see docs/compress.md). The
-card's sha256 of the model file is checked on load. Every output comes from one ``invoke()``:
+card is read and validated by :func:`edge_app.card.read_card` (every field the runtime and the
+front ends read, for type, range and finiteness), the model file's sha256 is checked against it,
+and the model's input and output shapes against the card's, all on load: a bundle that fails
+is refused before any input is read. Every output comes from one ``invoke()``:
 the fracture logit and the class-activation map (the graph computes it, see
 :mod:`compress.export`), plus any auxiliary head.
 
@@ -30,7 +33,6 @@ the same box; :mod:`edge_app.render` draws them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,11 +40,20 @@ from typing import Any
 
 import numpy as np
 
+from edge_app.card import CAM_OUTPUT, CARD_FILE, LOGIT_OUTPUT, OPERATING_POINTS, read_card
 from edge_app.errors import ModelCardError
 from edge_app.files import file_sha256
 from edge_app.findings import Box, Point, locate
-from edge_app.preprocess import LetterboxGeometry, PreprocessConfig, preprocess
+from edge_app.image_io import decoded_sizes
+from edge_app.limits import DEFAULT_MAX_PIXELS, check_study_size
+from edge_app.preprocess import (
+    LetterboxGeometry,
+    PreprocessConfig,
+    letterbox_geometry,
+    preprocess,
+)
 from edge_app.radiograph import Radiograph, load_study
+from edge_app.sniff import sniff_format
 from edge_app.tflite import ModelFileError, TFLiteModel
 
 VERDICTS = ("fracture", "uncertain", "no_fracture")
@@ -51,9 +62,6 @@ VERDICT_TEXT = {
     "uncertain": "uncertain — review",
     "no_fracture": "no fracture seen",
 }
-LOGIT_OUTPUT = "fracture_logit"
-CAM_OUTPUT = "cam"
-SUPPORTED_FORMAT_VERSION = 1
 #: Where the repository keeps the default bundle (``fracture-edge predict`` without --model).
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "models" / "fracture-lite0-int8"
 
@@ -75,53 +83,25 @@ class Bundle:
 
     @property
     def site_calibration(self) -> dict[str, Any] | None:
-        """The card's ``site_calibration`` record (at least ``site`` and ``date``), or None for
-        a bundle that was not calibrated on a site's own films."""
-        record = self.card.get("site_calibration")
-        if record is None:
-            return None
-        if not isinstance(record, dict) or not all(
-            isinstance(record.get(key), str) and record[key] for key in ("site", "date")
-        ):
-            raise ModelCardError(
-                f"{self.folder / 'model_card.json'}: 'site_calibration' must be an object with "
-                f"non-empty 'site' and 'date' strings, got {record!r}; re-run the calibration"
-            )
-        return record
+        """The card's ``site_calibration`` record (at least ``site`` and ``date``, checked on
+        load), or None for a bundle that was not calibrated on a site's own films."""
+        return self.card.get("site_calibration")
 
     @classmethod
     def load(cls, folder: str | Path, verify: bool = True) -> Bundle:
+        """Read ``folder``'s card through :func:`edge_app.card.read_card` (which refuses any
+        field of the wrong type, out of range or not finite) and, with ``verify``, check the
+        model file's sha256 against it."""
         folder = Path(folder)
-        card_path, model_path = folder / "model_card.json", folder / "model.tflite"
         if not folder.is_dir():
             raise ModelCardError(f"model bundle not found: {folder}")
-        for path in (card_path, model_path):
-            if not path.is_file():
-                raise ModelCardError(f"{folder} is not a model bundle: {path.name} is missing")
-        try:
-            card = json.loads(card_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ModelCardError(f"{card_path} is not valid JSON: {error}") from error
-        if card.get("format") != "fracture-edge-bundle":
-            raise ModelCardError(f"{card_path} is not a fracture-edge bundle card")
-        if int(card.get("format_version", 0)) > SUPPORTED_FORMAT_VERSION:
-            raise ModelCardError(
-                f"{card_path} has format version {card['format_version']}; this runtime reads "
-                f"up to {SUPPORTED_FORMAT_VERSION}. Update fracture-edge."
-            )
-        for key in ("preprocessing", "outputs", "cam_shape", "operating_points"):
-            if key not in card:
-                raise ModelCardError(f"{card_path} lacks '{key}'")
-        for name in ("doubt", "fracture"):
-            if name not in card["operating_points"]:
-                raise ModelCardError(f"{card_path} has no '{name}' operating point")
-        if card["operating_points"]["doubt"] > card["operating_points"]["fracture"]:
-            raise ModelCardError(f"{card_path}: the doubt threshold exceeds the fracture one")
+        for name in (CARD_FILE, "model.tflite"):
+            if not (folder / name).is_file():
+                raise ModelCardError(f"{folder} is not a model bundle: {name} is missing")
+        card = read_card(folder, "bundle")
         if verify:
-            expected = card.get("model_sha256")
-            if not expected:
-                raise ModelCardError(f"{card_path} carries no model_sha256 to verify against")
-            actual = file_sha256(model_path)
+            model_path = folder / "model.tflite"
+            expected, actual = card["model_sha256"], file_sha256(model_path)
             if actual != expected:
                 raise ModelFileError(
                     f"{model_path} does not match its card (sha256 {actual[:12]}… instead of "
@@ -296,6 +276,32 @@ def heatmap_from_cam(
     return np.clip(heatmap, 0.0, 1.0, out=heatmap)
 
 
+def load_together(paths: Sequence[Path], source: str) -> list[Radiograph]:
+    """Every image of ``paths``, read as one study (``source`` names it): bounded together as
+    one folder is (``MAX_STUDY_IMAGES`` images, ``VOLUME_PIXEL_FACTOR`` × ``max_pixels`` pixels
+    as decoded; :func:`edge_app.limits.check_study_size`), so several files uploaded at once
+    cannot hold more than a folder may. Image files are counted from their headers before any
+    is decoded; DICOM and NIfTI files as each is read."""
+    if len(paths) == 1:
+        return load_study(paths[0])
+    label = f"the study of {source}"
+    planned, count = 0, 0
+    for path in paths:
+        if sniff_format(path) == "image":
+            sizes = decoded_sizes(path, DEFAULT_MAX_PIXELS)
+            planned += sum(width * height for width, height in sizes)
+            count += len(sizes)
+    check_study_size(count, planned, DEFAULT_MAX_PIXELS, label)
+    radiographs: list[Radiograph] = []
+    total = 0
+    for path in paths:
+        loaded = load_study(path)
+        radiographs += loaded
+        total += sum(radiograph.pixels.size for radiograph in loaded)
+        check_study_size(len(radiographs), total, DEFAULT_MAX_PIXELS, label)
+    return radiographs
+
+
 class FractureDetector:
     """A loaded bundle, ready to score radiographs. Thread-compatible, not thread-safe: give
     each thread its own detector (the app runs inference on one worker thread)."""
@@ -310,20 +316,19 @@ class FractureDetector:
         self.card = card
         self.preprocessing = PreprocessConfig.from_card(card)
         self.cam_shape = tuple(int(n) for n in card["cam_shape"])
-        self.temperature = float(card.get("calibration_temperature", 1.0))
-        if not self.temperature > 0:
-            raise ModelCardError(f"{self.bundle.folder}: calibration_temperature must be > 0")
-        self.thresholds = {k: float(v) for k, v in card["operating_points"].items()}
+        self.temperature = float(card["calibration_temperature"])  # in [1e-3, 1e3]: read_card
+        self.thresholds = {name: float(card["operating_points"][name]) for name in OPERATING_POINTS}
         self.region_labels = list(card.get("region_labels") or [])
         self.cam_scale = card.get("cam_scale")
         self.model = TFLiteModel(
             self.bundle.model_path, outputs=card["outputs"], num_threads=num_threads
         )
-        expected = tuple(card.get("input", {}).get("shape", self.model.input_shape))
+        expected = tuple(card["input"]["shape"])
         if self.model.input_shape != expected:
             raise ModelCardError(
-                f"{self.bundle.folder}: the model takes {self.model.input_shape} but the card "
-                f"says {expected}"
+                f"{self.bundle.folder}: the model takes input of shape {self.model.input_shape} "
+                f"but its card says {expected} (input.shape): the card does not belong to this "
+                "model file"
             )
         if self.model.batch_size != 1:
             raise ModelCardError(f"{self.bundle.model_path} has batch {self.model.batch_size}")
@@ -378,6 +383,15 @@ class FractureDetector:
             box=box,
         )
 
+    def heatmap(self, prediction: Prediction, height: int, width: int) -> np.ndarray:
+        """The heatmap ``predict_pixels`` keeps with ``heatmap=True``, made again from the
+        prediction's class-activation map for its ``height`` × ``width`` image: a caller that
+        draws a study one image at a time holds one full-size map, not one per image."""
+        if prediction.cam is None:
+            raise ValueError(f"{prediction.source}: the prediction kept no class-activation map")
+        geometry = letterbox_geometry(height, width, self.preprocessing.input_size)
+        return heatmap_from_cam(prediction.cam, geometry, height, width, self.cam_scale)
+
     def infer(self, model_input: np.ndarray) -> dict[str, np.ndarray]:
         """The model's outputs for one preprocessed input (size × size), with flip TTA if on."""
         outputs = self.model(model_input[None, :, :, None])
@@ -429,10 +443,10 @@ class FractureDetector:
         paths = [Path(path) for path in paths]
         if not paths:
             raise ValueError("no file to score: give at least one path")
-        radiographs = [image for path in paths for image in load_study(path)]
-        is_study = len(paths) > 1 or len(radiographs) > 1 or paths[0].is_dir()
         if source is None:
             source = str(paths[0]) if len(paths) == 1 else f"{len(paths)} files"
+        radiographs = load_together(paths, source)
+        is_study = len(paths) > 1 or len(radiographs) > 1 or paths[0].is_dir()
         return self.predict_study(radiographs, source, heatmap, is_study=is_study)
 
     def predict_path(self, path: str | Path, heatmap: bool = True) -> StudyResult:

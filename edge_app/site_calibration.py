@@ -374,9 +374,9 @@ def write_calibrated_bundle(
 def score_films(detector: Any, films: Sequence[LabelledFilm]) -> np.ndarray:
     """The bundle's raw fracture logit per film, through the app's loader, the card's
     preprocessing and :meth:`edge_app.runtime.FractureDetector.infer` (TTA if it is on)."""
+    from edge_app.card import LOGIT_OUTPUT
     from edge_app.preprocess import preprocess
     from edge_app.radiograph import load_radiograph
-    from edge_app.runtime import LOGIT_OUTPUT
 
     logits = np.empty(len(films), dtype=np.float64)
     for index, film in enumerate(films):

@@ -6,17 +6,23 @@ picture (overlay, box, legend) is drawn by :mod:`edge_app.render`, as in the app
 picks the model bundle, per browser session: the bundles next to the one the page started with,
 or (when the page is served to this computer only) any bundle folder typed in.
 
-Private by default: the server binds to 127.0.0.1, never opens a share link, sends no usage
-statistics, keeps no run history in the browser, and the page loads nothing from outside (the
-theme uses the system's fonts, Gradio serves its own scripts). docs/web.md says how to expose it
-on purpose, and why not on an untrusted network.
+Private by default: the command line binds it to 127.0.0.1; it never opens a share link, sends
+no usage statistics, keeps no run history in the browser, and the page loads nothing from
+outside (the theme uses the system's fonts, Gradio serves its own scripts). Uploads and the
+overlays drawn for them live in a folder private to the run
+(:class:`edge_app.private_run.PrivateRun`), removed when the server stops, however it stops.
+docs/web.md says how to expose the page on purpose, and why not on an untrusted network;
+docs/security.md states what it defends against.
+
+Importing this module changes nothing in the process and imports no Gradio: :func:`launch` sets
+what Gradio reads from the environment, then imports it.
 """
 
 from __future__ import annotations
 
 import html
+import ipaddress
 import logging
-import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,19 +33,12 @@ import numpy as np
 from PIL import Image
 
 from edge_app._optional import require
-from edge_app.errors import FractureEdgeError
+from edge_app.errors import CorruptImageError, EmptyImageError, FractureEdgeError, ModelCardError
+from edge_app.private_run import PrivateRun
 from edge_app.render import DEFAULT_OPACITY, render
 from edge_app.runtime import DEFAULT_BUNDLE, Bundle, FractureDetector, Prediction, StudyResult
 from edge_app.text import DISCLAIMER, percent, site_calibration_text
-from edge_app.web_cli import DEFAULT_HOST, DEFAULT_PORT
-
-# Read when Gradio and huggingface_hub are imported: no telemetry, no version check against
-# Gradio's servers, no call to the Hugging Face Hub (the page never needs it). Set before the
-# import, which reads them once; they govern only this process, the one serving the page.
-os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-os.environ["HF_HUB_OFFLINE"] = "1"
-gr: Any = require("gradio", "serve the web page")
+from edge_app.tflite import ModelFileError
 
 LOGGER = logging.getLogger(__name__)
 
@@ -48,7 +47,8 @@ DISPLAY_MAX_SIDE = 1024
 #: ... and at least this: a small film is enlarged, so the legend drawn beside it stays legible
 #: once the browser fits the picture into its frame.
 DISPLAY_MIN_SIDE = 720
-#: Uploads and rendered overlays are radiographs: Gradio deletes its copies after this long.
+#: Uploads and rendered overlays are radiographs: Gradio deletes its copies after this long (and
+#: the run's private folder goes with the server).
 CACHE_SECONDS = 900
 MAX_UPLOAD = "512mb"
 
@@ -279,9 +279,30 @@ def verdict_card(
     return _card(result.verdict_text.capitalize(), lines, warnings, text, fill, border)
 
 
-def error_card(message: str) -> str:
+def error_card(message: str, headline: str | None = None) -> str:
+    """The grey card that replaces a result: ``headline`` says what kind of problem (in bold),
+    ``message`` the loader's or the runtime's words."""
     text, fill, border = _VERDICT_STYLE["error"]
-    return _card("Could not score this upload", [html.escape(message)], [], text, fill, border)
+    lines = [f"<b>{html.escape(headline)}</b>"] if headline else []
+    lines.append(html.escape(message))
+    return _card("Could not score this upload", lines, [], text, fill, border)
+
+
+def upload_problem(error: Exception) -> tuple[str, str]:
+    """The one place the page turns an exception into what it shows instead of a result: a
+    headline and the message. A blank film and a damaged file are told apart, because the
+    first needs a different film and the second another copy of the same one. Anything that is
+    not a :class:`FractureEdgeError` is a bug: its traceback goes to the log."""
+    if isinstance(error, EmptyImageError):
+        return "Blank film: no image content, no verdict", str(error)
+    if isinstance(error, CorruptImageError):
+        return "Damaged file: it cannot be decoded; export or copy it again", str(error)
+    if isinstance(error, ModelCardError | ModelFileError):
+        return "The model bundle cannot be used", str(error)
+    if isinstance(error, FractureEdgeError):
+        return "The file cannot be scored", str(error)
+    LOGGER.error("unexpected error on the page", exc_info=error)
+    return "Unexpected error", f"{type(error).__name__}: {error}. Please report it."
 
 
 def _card(
@@ -325,15 +346,20 @@ def model_info(detector: FractureDetector) -> str:
         f"**Bundle** `{Path(info['folder']).name}`, "
         f"**{site_calibration_text(info['site_calibration'])}**",
     ]
+    missing = "not recorded in this bundle's card"
     if info["val_auroc"] is not None:
         interval = _format_ci(metrics.get("val_auroc_ci95"))
         lines.append(f"**Validation AUROC** {info['val_auroc']:.3f}{interval}")
+    else:
+        lines.append(f"**Validation AUROC** {missing}")
     if info["test_auroc"] is not None:
         counts = (metrics.get("test_counts") or {}).get("images")
         on = f", {counts} test images" if counts else ""
         lines.append(
             f"**Test AUROC** {info['test_auroc']:.3f}{_format_ci(info['test_auroc_ci95'])}{on}"
         )
+    else:
+        lines.append(f"**Test AUROC** {missing}")
     thresholds = info["thresholds"]
     lines.append(
         f"**Operating points** uncertain — review from {percent(thresholds['doubt'])}, "
@@ -347,7 +373,13 @@ def model_info(detector: FractureDetector) -> str:
 # --------------------------------------------------------------------------- page
 
 
+def _gradio() -> Any:
+    """Gradio, imported on first use (:func:`launch` sets its environment first)."""
+    return require("gradio", "serve the web page")
+
+
 def _hidden_outputs(card: str, details: dict[str, Any]) -> tuple:
+    gr = _gradio()
     return (
         card,
         None,
@@ -367,10 +399,12 @@ def _analyse(
     try:
         result = model.score(paths, bundle)
         detector = model.load(bundle)
-    except FractureEdgeError as error:
+    except Exception as error:  # every failure becomes a card; a bug's traceback is logged
         LOGGER.info("upload rejected: %s", error)
-        message = _without_upload_folders(str(error), paths)
-        return _hidden_outputs(error_card(message), {"error": message})
+        headline, message = upload_problem(error)
+        message = _without_upload_folders(message, paths)
+        return _hidden_outputs(error_card(message, headline), {"error": message})
+    gr = _gradio()
     shown = shown_images(result)
     selected = result.most_suspicious()
     choices = [(item.label, index) for index, item in enumerate(shown)]
@@ -392,11 +426,13 @@ def _switch_bundle(
     folder = str(choice or model.default)
     try:
         detector = model.load(folder)
-    except FractureEdgeError as error:
+    except Exception as error:  # a refused card or model file, or a bug (logged)
         LOGGER.info("bundle %s refused: %s", folder, error)
-        message = f"The model bundle could not be loaded: {error}"
-        info = f"**No model loaded.** {html.escape(str(error))}"
-        return (folder, info, *_hidden_outputs(error_card(message), {"error": message}))
+        _headline, reason = upload_problem(error)
+        message = f"The model bundle could not be loaded: {reason}"
+        info = f"**No model loaded.** {html.escape(reason)}"
+        card = error_card(message, "The model bundle cannot be used")
+        return (folder, info, *_hidden_outputs(card, {"error": message}))
     return (folder, model_info(detector), *_analyse(model, files, show_heatmap, opacity, folder))
 
 
@@ -415,7 +451,7 @@ def _redraw(shown: list[ShownImage], selected: Any, show_heatmap: bool, opacity:
 
 
 def _theme() -> Any:
-    return gr.themes.Default(
+    return _gradio().themes.Default(
         primary_hue="blue", neutral_hue="slate", font=_SYSTEM_FONTS, font_mono=_SYSTEM_MONO_FONTS
     )
 
@@ -426,6 +462,7 @@ def build_interface(model: Path | None = None, typed_bundles: bool = True) -> An
     The bundle selector lists ``model`` and the bundles beside it; with ``typed_bundles`` any
     other bundle folder on this machine can be typed in (:func:`launch` allows it only when the
     page is served to this computer alone)."""
+    gr = _gradio()
     page = PageModel(model or DEFAULT_BUNDLE)
     bundles = find_bundles(page.default, page.default.parent)
     with gr.Blocks(
@@ -504,41 +541,73 @@ def build_interface(model: Path | None = None, typed_bundles: bool = True) -> An
     return demo
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` serves this computer only (127.0.0.1, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
 def launch(
-    model: Path | None = None,
-    host: str = DEFAULT_HOST,
-    port: int = DEFAULT_PORT,
+    model: Path | None,
+    host: str,
+    port: int,
     share: bool = False,
     block: bool = True,
 ) -> Any:
-    """Serve the page. ``host`` and ``share`` are passed explicitly so Gradio's environment
-    variables (GRADIO_SERVER_NAME, GRADIO_SHARE) cannot widen them behind the user's back.
+    """Serve the page on ``host``:``port``. ``host`` and ``share`` are passed explicitly so
+    Gradio's environment variables (GRADIO_SERVER_NAME, GRADIO_SHARE) cannot widen them behind
+    the user's back. Uploads and overlays live in a :class:`PrivateRun`'s folder, removed when
+    the server stops.
 
     With ``block=False`` the server runs in a background thread and the running ``gr.Blocks``
-    is returned (its ``local_url`` is the address; ``.close()`` stops it).
+    is returned (its ``local_url`` is the address; ``.close()`` stops it and removes the
+    folder, whose path is in its ``private_run.folder``).
     """
-    if host != DEFAULT_HOST:
+    local = is_loopback(host)
+    if not local:
         LOGGER.warning("serving on %s: anyone who can reach this address can upload images", host)
-    demo = build_interface(model, typed_bundles=host == DEFAULT_HOST)
-    demo.queue(default_concurrency_limit=1)
-    demo.launch(
-        server_name=host,
-        server_port=port,
-        share=share,
-        prevent_thread_lock=True,
-        quiet=True,  # Gradio's banner suggests share=True; the caller reports the address
-        theme=_theme(),
-        css=_CSS,
-        footer_links=["api", "settings"],
-        run_history=False,
-        enable_monitoring=False,
-        ssr_mode=False,
-        pwa=False,
-        mcp_server=False,
-        max_file_size=MAX_UPLOAD,
-        show_error=False,
-    )
-    LOGGER.info("FractureEdge page on %s", demo.local_url)
+    run = PrivateRun()  # before Gradio is imported: it reads the environment once
+    try:
+        demo = build_interface(model, typed_bundles=local)
+        demo.queue(default_concurrency_limit=1)
+        demo.launch(
+            server_name=host,
+            server_port=port,
+            share=share,
+            prevent_thread_lock=True,
+            quiet=True,  # Gradio's banner suggests share=True; the caller reports the address
+            theme=_theme(),
+            css=_CSS,
+            footer_links=["api", "settings"],
+            run_history=False,
+            enable_monitoring=False,
+            ssr_mode=False,
+            pwa=False,
+            mcp_server=False,
+            max_file_size=MAX_UPLOAD,
+            show_error=False,
+        )
+    except BaseException:
+        run.end()
+        raise
+    close = demo.close
+
+    def close_and_clean(verbose: bool = True) -> None:
+        try:
+            close(verbose)
+        finally:
+            run.end()
+
+    demo.close = close_and_clean
+    demo.private_run = run
+    LOGGER.info("FractureEdge page on %s (temporary files in %s)", demo.local_url, run.folder)
     if block:
-        demo.block_thread()
+        try:
+            demo.block_thread()
+        finally:
+            demo.close()
     return demo

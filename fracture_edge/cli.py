@@ -558,6 +558,7 @@ def _predict(args: argparse.Namespace) -> int:
         heatmaps=args.heatmaps,
         threads=args.threads,
         tta=args.tta,
+        overwrite=args.overwrite,
     )
 
 
@@ -569,16 +570,27 @@ def _add_predict_parser(verbs: argparse._SubParsersAction) -> None:
         "holding one study). With --json each line is one JSON object with path, "
         "fracture_probability, verdict (fracture | uncertain | no_fracture), region, peak ([x, y] "
         "of the heatmap's maximum), box ([x0, y0, x1, y1] around its top region, or null for no "
-        "fracture; both normalised to the image) and error. "
-        "Unreadable inputs get an error line and exit code 1; the others are still scored.",
+        "fracture; both normalised to the image), warnings and error. "
+        "Unreadable inputs get an error line and exit code 1; the others are still scored. "
+        "Nothing is written inside an input, nor over an existing file without --overwrite.",
     )
     predict.add_argument("paths", nargs="+", metavar="PATH")
     predict.add_argument("--model", help="bundle folder (default: the shipped bundle)")
     predict.add_argument("--json", action="store_true", help="one JSON object per line")
     predict.add_argument(
-        "--heatmaps", metavar="DIR", help="write overlay PNGs here (heatmap, box and legend)"
+        "--heatmaps",
+        metavar="DIR",
+        help="write overlay PNGs here (heatmap, box and legend), one per image, named "
+        "<input>-<hash of its path>[-<index>].png; DIR must be new or empty and outside every "
+        "input",
     )
-    predict.add_argument("--threads", type=int, default=2, help="LiteRT threads")
+    predict.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="let --heatmaps write into a non-empty DIR and replace overlays there (never "
+        "inside an input)",
+    )
+    predict.add_argument("--threads", type=int, default=2, help="LiteRT threads, 1 to 64")
     predict.add_argument(
         "--tta",
         action="store_true",

@@ -38,9 +38,9 @@ from edge_app.render import BOX_COLOUR, legend_width
 from edge_app.runtime import DEFAULT_BUNDLE, VERDICTS, Prediction, StudyResult
 
 REPO = Path(__file__).resolve().parents[1]
-WINDOW_SIZE = (1000, 700)  # edge_app.app._configure_kivy
-STUDY_ENTRY_SELECTED = (51, 102, 173)  # StudyEntry's "down" colour in edge_app.app_ui
-BANNER = (115, 31, 36)  # the error banner's colour in edge_app.app_ui
+WINDOW_SIZE = (1000, 700)  # edge_app.app_cli.configure_kivy
+STUDY_ENTRY_SELECTED = (51, 102, 173)  # StudyEntry's "down" colour in edge_app/app.kv
+BANNER = (115, 31, 36)  # the error banner's colour in edge_app/app.kv
 
 
 # --------------------------------------------------------------------------- helpers, no window
@@ -80,6 +80,36 @@ def test_export_writes_the_shown_images_overlay_and_the_result(tmp_path):
     assert (heated[..., :60] == BOX_COLOUR).all(axis=2).sum() > 20  # the (dashed) box
     assert not (plain[..., :60] == BOX_COLOUR).all(axis=2).any()  # both off together
     assert np.array_equal(heated[30:, :8], plain[30:, :8])  # cold regions keep the radiograph
+
+
+def test_a_report_is_never_written_into_the_opened_study(tmp_path):
+    """A report in a study folder would join the study the next time it is opened."""
+    from edge_app.errors import UsageError
+
+    study_folder = tmp_path / "study"
+    study_folder.mkdir()
+    (study_folder / "a.png").write_bytes(b"original")
+    study = StudyResult(str(study_folder), [_radiograph("a.png")],
+                        [_prediction("a.png", 0.9, "fracture")], 0.9, "fracture")  # fmt: skip
+    for folder in (study_folder, study_folder / "reports"):
+        with pytest.raises(UsageError, match="refusing to write the report"):
+            export_report(study, 0, {}, folder, 0.5, heatmap_shown=True)
+    assert [p.name for p in study_folder.iterdir()] == ["a.png"]
+    assert (study_folder / "a.png").read_bytes() == b"original"
+    assert export_report(study, 0, {}, tmp_path / "reports", 0.5, True).image.is_file()
+
+
+def test_the_screenshot_never_replaces_a_file_without_overwrite(tmp_path):
+    from edge_app.app_cli import main
+
+    screenshot = tmp_path / "app.png"
+    screenshot.write_bytes(b"an earlier screenshot")
+    assert main(["--screenshot", str(screenshot), str(tmp_path / "x.jpg")]) == 2
+    assert screenshot.read_bytes() == b"an earlier screenshot"
+    image = tmp_path / "x.jpg"
+    image.write_bytes(b"a film")
+    assert main(["--screenshot", str(image), "--overwrite", str(image)]) == 2  # never an input
+    assert image.read_bytes() == b"a film"
 
 
 def test_reports_folder_follows_the_environment(monkeypatch, tmp_path):
@@ -140,6 +170,30 @@ def test_user_message_keeps_the_loaders_message_and_flags_bugs(caplog):
         message = user_message(KeyError("oops"))
     assert "Unexpected error (KeyError" in message and "report" in message
     assert caplog.records[0].exc_info is not None  # a bug keeps its traceback in the log
+
+
+def test_a_hostile_card_is_the_workers_message_and_no_image_is_scored(
+    tiny_bundle, tmp_path, make_radiograph, save_jpeg
+):
+    """NaN thresholds used to load: every film then read "no fracture seen" in green."""
+    from edge_app.app import InferenceWorker
+
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    card = json.loads((bundle / "model_card.json").read_text())
+    card["operating_points"] = {"doubt": float("nan"), "fracture": float("nan")}
+    (bundle / "model_card.json").write_text(json.dumps(card))
+    image = save_jpeg(tmp_path / "hand.jpg", make_radiograph(120, 100))
+    outcomes = []
+    worker = InferenceWorker(deliver=lambda callback, outcome: callback(outcome))
+    worker.load_model(bundle, outcomes.append)
+    worker.analyse(image, outcomes.append)
+    worker._executor.shutdown(wait=True)
+    (loaded, analysed) = outcomes
+    assert loaded.value is None and "'operating_points.doubt' must be a finite number" in (
+        loaded.message
+    )
+    assert analysed.value is None and "no model is loaded" in analysed.message
+    assert "operating_points.doubt" in analysed.message
 
 
 # --------------------------------------------------------------------------- the window
@@ -252,6 +306,21 @@ def test_an_invalid_bundle_shows_a_message(xvfb_run, tmp_path, save_jpeg, make_r
 
 
 @pytest.mark.slow
+def test_a_hostile_card_shows_its_message_in_the_window(
+    xvfb_run, tiny_bundle, tmp_path, save_jpeg, make_radiograph
+):
+    bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "bundle"))
+    card = json.loads((bundle / "model_card.json").read_text())
+    card["calibration_temperature"] = float("inf")
+    (bundle / "model_card.json").write_text(json.dumps(card))
+    image = save_jpeg(tmp_path / "hand.jpg", make_radiograph(120, 100))
+    run = run_app(xvfb_run, bundle, [image], tmp_path)  # exit 0, no traceback
+    errors = run.payloads("ERROR")
+    assert errors and all("'calibration_temperature' must be a finite number" in e for e in errors)
+    assert run.payloads("VERDICT") == [] and run.payloads("MODEL") == []
+
+
+@pytest.mark.slow
 def test_a_folder_is_one_study_with_a_list_and_exports_a_report(
     xvfb_run, tiny_bundle, tmp_path, save_jpeg, make_radiograph
 ):
@@ -341,8 +410,8 @@ def test_another_bundle_is_opened_from_the_model_panel(
     driver.write_text(
         "import sys\n"
         "from pathlib import Path\n"
-        "from edge_app.app import _configure_kivy\n"
-        "_configure_kivy()\n"
+        "from edge_app.app_cli import configure_kivy\n"
+        "configure_kivy()\n"
         "from kivy.core.window import Window\n"
         "from edge_app.app_ui import FractureEdgeApp, OpenDialog\n"
         "class Driver(FractureEdgeApp):\n"

@@ -212,12 +212,12 @@ def test_tampered_model_is_refused(bundle_copy):
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"format": "something-else"}, "not a fracture-edge bundle"),
+        ({"format": "something-else"}, "not a FractureEdge bundle card"),
         ({"format_version": 99}, "format version 99"),
-        ({"operating_points": {"doubt": 0.9, "fracture": 0.2}}, "doubt threshold exceeds"),
-        ({"operating_points": {"doubt": 0.1}}, "no 'fracture' operating point"),
-        ({"model_sha256": None}, "no model_sha256"),
-        ({"calibration_temperature": 0}, "must be > 0"),
+        ({"operating_points": {"doubt": 0.9, "fracture": 0.2}}, "doubt point .* exceeds"),
+        ({"operating_points": {"doubt": 0.1}}, "'operating_points.fracture' must be a number"),
+        ({"model_sha256": None}, "lacks 'model_sha256'"),
+        ({"calibration_temperature": 0}, "'calibration_temperature' must be a finite number"),
     ],
 )
 def test_bad_cards_are_refused(bundle_copy, change, message):
@@ -273,3 +273,36 @@ def test_flip_tta_averages_the_image_and_its_mirror(tiny_bundle, make_radiograph
     assert tta.predict_pixels(symmetric).logit == pytest.approx(
         plain.predict_pixels(symmetric).logit, abs=1e-5
     )
+
+
+def test_a_heatmap_made_again_from_the_cam_is_the_one_predict_pixels_keeps(
+    tiny_bundle, make_radiograph
+):
+    """predict --heatmaps draws a study one image at a time from each prediction's CAM."""
+    detector = FractureDetector(tiny_bundle)
+    pixels = make_radiograph(120, 70, 2, 3).astype(np.float32) / 255
+    kept = detector.predict_pixels(pixels)
+    unkept = detector.predict_pixels(pixels, heatmap=False)
+    np.testing.assert_array_equal(detector.heatmap(unkept, 120, 70), kept.heatmap)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 65, 100_000, True])
+def test_thread_counts_outside_1_to_64_are_refused_before_the_model_is_read(tiny_bundle, threads):
+    from edge_app.errors import UsageError
+
+    with pytest.raises(UsageError, match="num_threads must be a whole number .* from 1 to 64"):
+        FractureDetector(tiny_bundle, num_threads=threads)
+
+
+def test_files_scored_together_are_bounded_together(tiny_bundle, tmp_path, monkeypatch,
+                                                    make_radiograph, save_jpeg):  # fmt: skip
+    import edge_app.runtime
+    from edge_app.errors import ImageTooLargeError
+
+    paths = [save_jpeg(tmp_path / f"{i}.jpg", make_radiograph(96, 80, i, i)) for i in range(3)]
+    detector = FractureDetector(tiny_bundle)
+    assert detector.predict_files(paths).is_study
+    monkeypatch.setattr(edge_app.runtime, "DEFAULT_MAX_PIXELS", 10_000)
+    with pytest.raises(ImageTooLargeError, match="the study of 3 files holds 3 images"):
+        detector.predict_files(paths)
+    assert len(detector.predict_files(paths[:2]).predictions) == 2

@@ -87,7 +87,7 @@ def server(tiny_bundle, outside_calls):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
         patch.setenv("GRADIO_SHARE", "True")
-        demo = web.launch(tiny_bundle, port=_free_port(), block=False)
+        demo = web.launch(tiny_bundle, "127.0.0.1", _free_port(), block=False)
     yield demo
     demo.close()
 
@@ -196,6 +196,197 @@ def test_page_assets_are_served_locally(server):
         assert host not in page
 
 
+def _nifti_with_nan_intercept(path: Path) -> Path:
+    """A single-file NIfTI-1 of 8 × 8 × 2 voxels whose scaling intercept is NaN."""
+    import struct
+
+    header = bytearray(348)
+    struct.pack_into("<i", header, 0, 348)
+    struct.pack_into("<8h", header, 40, 3, 8, 8, 2, 1, 1, 1, 1)
+    struct.pack_into("<hh", header, 70, 2, 8)  # uint8
+    struct.pack_into("<8f", header, 76, *[1.0] * 8)
+    struct.pack_into("<fff", header, 108, 352.0, 1.0, float("nan"))  # vox_offset, slope, inter
+    struct.pack_into("<hh", header, 252, 0, 1)
+    for row in range(3):
+        struct.pack_into("<4f", header, 280 + 16 * row, *np.eye(4)[row])
+    header[344:348] = b"n+1\x00"
+    path.write_bytes(bytes(header) + bytes(4) + bytes(range(128)))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "headline"),
+    [
+        ("blank", "Blank film: no image content, no verdict"),
+        ("nifti", "Damaged file"),
+        ("dicom", "Damaged file"),
+    ],
+)
+def test_blank_and_damaged_uploads_get_the_grey_card_with_their_own_headline(
+    client, tmp_path, make, headline
+):
+    """A ValueError deep in a DICOM or NIfTI reader used to reach Gradio as a generic error."""
+    from PIL import Image
+
+    if make == "blank":
+        path = tmp_path / "blank.png"
+        Image.new("L", (64, 48), 0).save(path)
+    elif make == "nifti":
+        path = _nifti_with_nan_intercept(tmp_path / "ct.nii")
+    else:
+        path = tmp_path / "cut.dcm"
+        path.write_bytes((ROOT / "models/samples/leg_fractured_IMG0003569.dcm").read_bytes()[:2000])
+    verdict_html, _table, details = _predict(client, path)
+    assert "Could not score this upload" in verdict_html and headline in verdict_html
+    assert path.name in details["error"] and f"/{path.name}" not in details["error"]
+    assert "Traceback" not in verdict_html
+    assert path.is_file()  # the original is untouched
+
+
+def test_files_of_one_upload_are_bounded_together(
+    tiny_bundle, tmp_path, make_radiograph, save_jpeg, monkeypatch
+):
+    """Each file alone is within its limit; together they are a study over the study limit
+    (shrunk here, so that small films reach it), refused before any is decoded."""
+    import edge_app.runtime
+
+    monkeypatch.setattr(edge_app.runtime, "DEFAULT_MAX_PIXELS", 10_000)  # study limit 20,000
+    paths = [
+        str(save_jpeg(tmp_path / f"view{index}.jpg", make_radiograph(96, 80, index, index)))
+        for index in range(3)
+    ]
+    page = web.PageModel(tiny_bundle)
+    verdict_html, picture, *_rest, details, shown = web._analyse(page, paths, True, 0.55)
+    assert "study limit of 2 × max_pixels = 20,000" in details["error"]
+    assert "3 images of 23,040 pixels" in details["error"]
+    assert "Could not score this upload" in verdict_html and picture is None and shown == []
+    assert web._analyse(page, paths[:2], True, 0.55)[4]["images"] == 2  # 15,360: within
+
+
+def test_a_hostile_card_is_refused_in_place_of_the_result(tiny_bundle, tmp_path):
+    nan_card = Path(shutil.copytree(tiny_bundle, tmp_path / "nan-card"))
+    card = json.loads((nan_card / "model_card.json").read_text())
+    card["operating_points"]["doubt"] = float("nan")
+    (nan_card / "model_card.json").write_text(json.dumps(card))  # NaN, as json writes it
+    page = web.PageModel(tiny_bundle)
+    folder, about, verdict_html, picture, *_rest, details, shown = web._switch_bundle(
+        page, str(nan_card), [], True, DEFAULT_OPACITY
+    )
+    assert "No model loaded" in about and "operating_points.doubt" in about
+    assert "finite number in [0, 1]" in details["error"]
+    assert "The model bundle cannot be used" in verdict_html and picture is None
+    assert "unusable" in web.bundle_label(nan_card)
+
+
+# --------------------------------------------------------------------------- the run's files
+
+
+def _start_web(tmp_path: Path, bundle: Path) -> tuple[subprocess.Popen, str]:
+    """``fracture-edge web`` in a child process on a free port, with its own TMPDIR and a
+    GRADIO_TEMP_DIR the page must not use; returns the process and its address."""
+    import os
+
+    port = _free_port()
+    env = dict(
+        os.environ,
+        TMPDIR=str(tmp_path / "tmp"),
+        GRADIO_TEMP_DIR=str(tmp_path / "shared-gradio"),
+        PYTHONPATH=str(ROOT),
+        OMP_NUM_THREADS="1",
+    )
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    command = [sys.executable, "-m", "fracture_edge.cli", "web", "--model", str(bundle)]
+    process = subprocess.Popen(
+        [*command, "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    for line in process.stdout:
+        if "FractureEdge page:" in line:
+            return process, f"http://127.0.0.1:{port}/"
+    process.wait(timeout=30)
+    raise AssertionError(f"the page did not start (exit {process.returncode})")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGHUP", "SIGINT"])
+def test_uploads_and_overlays_are_private_to_the_run_and_gone_after_it(
+    tiny_bundle, tmp_path, make_radiograph, save_jpeg, signum
+):
+    """The page keeps what it was given in a folder of its own (0700, files 0600), never in
+    GRADIO_TEMP_DIR's shared folder, removes it however the server is stopped, and a later
+    instance does not serve an earlier one's files."""
+    import signal
+    import stat
+    import urllib.error
+    import urllib.request
+
+    image = save_jpeg(tmp_path / "wrist.jpg", make_radiograph(96, 80, 3, 3))
+    process, address = _start_web(tmp_path, tiny_bundle)
+    try:
+        client = gradio_client.Client(address, verbose=False, download_files=False)
+        result = client.predict(
+            [gradio_client.handle_file(str(image))], True, 0.55, api_name="/predict"
+        )
+        overlay = Path(result[1]["path"])
+        (private,) = (tmp_path / "tmp").glob("fracture-edge-web-*")
+        assert private in overlay.parents and overlay.is_file()
+        kept = sorted(private.rglob("*"))
+        assert any(path.name == "wrist.jpg" for path in kept)  # the upload itself
+        assert stat.S_IMODE(private.stat().st_mode) == 0o700
+        for path in kept:
+            expected = 0o700 if path.is_dir() else 0o600
+            assert stat.S_IMODE(path.stat().st_mode) == expected, path
+        assert not (tmp_path / "shared-gradio").exists()
+        process.send_signal(getattr(signal, signum))
+        code = process.wait(timeout=30)
+    finally:
+        process.kill()
+        process.wait()
+    assert code in (0, -getattr(signal, signum))  # Ctrl-C ends cleanly, the others by signal
+    assert not private.exists()
+    assert not any("wrist" in path.name for path in (tmp_path / "tmp").rglob("*"))
+    later, later_address = _start_web(tmp_path, tiny_bundle)
+    try:
+        old_url = later_address + result[1]["url"].split("/", 3)[3]
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(old_url, timeout=30)
+        assert refused.value.code in (403, 404)
+    finally:
+        later.terminate()
+        later.wait(timeout=30)
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_importing_the_page_changes_nothing_in_the_process():
+    probe = (
+        "import os, sys\n"
+        "before = dict(os.environ)\n"
+        "import edge_app.web\n"
+        "print(dict(os.environ) == before, 'gradio' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert result.stdout.split() == ["True", "False"], result.stderr
+
+
+def test_files_outside_the_runs_folder_are_not_served(server, tmp_path):
+    import urllib.error
+    import urllib.request
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for visitors")
+    folder = server.private_run.folder
+    for target in (secret, Path("/etc/passwd"), folder / ".." / secret.relative_to("/")):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"{server.local_url}gradio_api/file={target}", timeout=30)
+        assert refused.value.code in (403, 404), target
+
+
 # --------------------------------------------------------------------------- pieces
 
 
@@ -253,13 +444,26 @@ def test_display_size_bounds_the_longest_side():
     assert web.display_size(200, 300, min_side=0) == (300, 200)
 
 
-def test_model_info_names_model_quantization_and_auroc(tiny_bundle):
-    detector = FractureDetector(tiny_bundle)
+def test_model_info_names_model_quantization_and_auroc(tiny_bundle, tmp_path):
+    detector = FractureDetector(tiny_bundle)  # its card records no metrics: an untrained fixture
     text = web.model_info(detector)
     assert f"`{detector.bundle.name}`" in text and "float32" in text
     assert "**not site-calibrated**" in text
-    assert "Validation AUROC** 0.500" in text
-    assert "95 % CI 0.400–0.600" in text
+    assert "**Validation AUROC** not recorded in this bundle's card" in text
+    assert "**Test AUROC** not recorded" in text
+    measured = Path(shutil.copytree(tiny_bundle, tmp_path / "measured"))
+    card = json.loads((measured / "model_card.json").read_text())
+    card["metrics"] = {
+        "val_auroc": 0.5,
+        "val_auroc_ci95": [0.4, 0.6],
+        "test_auroc": 0.55,
+        "test_auroc_ci95": [0.45, 0.65],
+        "test_counts": {"images": 120},
+    }
+    (measured / "model_card.json").write_text(json.dumps(card))
+    text = web.model_info(FractureDetector(measured))
+    assert "**Validation AUROC** 0.500 (95 % CI 0.400–0.600)" in text
+    assert "**Test AUROC** 0.550 (95 % CI 0.450–0.650), 120 test images" in text
 
 
 def test_bundles_are_found_beside_the_default_and_named_with_their_calibration(
@@ -423,7 +627,7 @@ def sample_server():
     """The page on the shipped bundle, for the samples."""
     if not (DEFAULT_BUNDLE / "model_card.json").is_file():
         pytest.skip("needs the shipped bundle models/fracture-lite0-int8")
-    demo = web.launch(None, port=_free_port(), block=False)
+    demo = web.launch(None, "127.0.0.1", _free_port(), block=False)
     yield demo
     demo.close()
 
