@@ -73,6 +73,7 @@ from benchmarks.scorers import OnnxScorer, TFLiteScorer, TorchScorer, heatmap_re
 from benchmarks.scoring import score_images
 from benchmarks.shifts import DEFAULT_SHIFT_SEED
 from benchmarks.specs import ArtifactSpec, BenchError, resolve_specs
+from edge_app.card import REPORT_FORMAT
 from edge_app.site_calibration import DEFAULT_MIN_FRACTURED, DEFAULT_MIN_UNFRACTURED
 from train.split_scoring import SplitImage
 
@@ -378,7 +379,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
         [round(v, 2) for v in os.getloadavg()] if hasattr(os, "getloadavg") else None
     )
     report = {
-        "format": "fracture-edge-bench",
+        "format": REPORT_FORMAT,
         "format_version": 1,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "wall_s": None,

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edge_app.card import REPORT_FORMAT
 from edge_app.errors import FractureEdgeError, UsageError
 
 TOLERANCE = 0.05
@@ -36,7 +37,7 @@ def load_report(path: str | Path) -> dict[str, Any]:
         report = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ReportFileError(f"{path} is not valid JSON: {error}") from error
-    if not isinstance(report, dict) or report.get("format") != "fracture-edge-bench":
+    if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT:
         raise ReportFileError(f"{path} is not a report.json written by fracture-edge bench")
     return report
 

@@ -32,6 +32,8 @@ FORMATS = {
     "bundle": "fracture-edge-bundle",
     "probe": "fracture-edge-probe-teacher",
 }
+#: The benchmark report's format (not a card, but every format string lives here).
+REPORT_FORMAT = "fracture-edge-bench"
 FORMAT_VERSION = 1
 #: The largest card read; a card is a few kilobytes, so anything near this is not a card.
 MAX_CARD_BYTES = 1 << 20

@@ -119,3 +119,14 @@ def test_the_runtime_never_imports_torch_or_tensorflow(package):
         if imported.split(".")[0] in heavy
     ]
     assert not violations, "\n".join(violations)
+
+
+def test_artifact_formats_are_named_in_one_module():
+    """Card and report format strings ("fracture-edge-…") are defined in edge_app/card.py only."""
+    import re
+
+    pattern = re.compile(r"[\"']fracture-edge-(bundle|checkpoint|probe-teacher|bench)[\"']")
+    holders = sorted(
+        str(path.relative_to(REPO)) for path in MODULES.values() if pattern.search(path.read_text())
+    )
+    assert holders == ["edge_app/card.py"], holders
