@@ -246,6 +246,11 @@ def add_bench_compare_parser(verbs: argparse._SubParsersAction) -> None:
 
 
 def _train_throughput(args: argparse.Namespace) -> int:
+    if args.caches and len(args.caches) != len(args.sizes):
+        raise UsageError(
+            f"--caches takes one cache per --sizes entry: {len(args.sizes)} sizes, "
+            f"{len(args.caches)} caches"
+        )
     from benchmarks.train_throughput import markdown, measure
     from train.config import TrainConfig
 
@@ -261,11 +266,6 @@ def _train_throughput(args: argparse.Namespace) -> int:
         tensorboard=False,
         threads=args.threads,
     )
-    if args.caches and len(args.caches) != len(args.sizes):
-        raise UsageError(
-            f"--caches takes one cache per --sizes entry: {len(args.sizes)} sizes, "
-            f"{len(args.caches)} caches"
-        )
     caches = dict(zip(args.sizes, args.caches or [args.cache] * len(args.sizes), strict=True))
     results = {"sizes": {}}
     for size, cache in caches.items():

@@ -121,7 +121,7 @@ def score_images(
 ) -> tuple[dict[str, np.ndarray], dict[str, Heatmaps]]:
     """Each scorer's logit per image, plus pointing game and CAM agreement on ``heatmap_indices``
     (heatmaps in the original image's frame, where the boxes are)."""
-    from train.gradcam import cam_agreement, pointing_game
+    from train.localisation import cam_agreement, pointing_game
 
     references = _reference_scorers(scorers) if heatmap_indices else {}  # Grad-CAM only
     configs = {s.config for s in [*scorers.values(), *references.values()]}

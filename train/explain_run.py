@@ -17,7 +17,8 @@ from edge_app._optional import require
 from edge_app.errors import UsageError
 from train.cache import load_cached_image, parse_boxes, read_cache_index
 from train.checkpoints import load_checkpoint
-from train.gradcam import cam_agreement, explainer, pointing_game_score
+from train.gradcam import explainer
+from train.localisation import cam_agreement, pointing_game_score
 from train.plotting import new_figure, save_figure
 from train.tensor_preprocess import preprocess_batch
 

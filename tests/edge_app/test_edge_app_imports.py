@@ -79,7 +79,7 @@ def _probe(tmp_path: Path, *modules: str, before: str = "") -> subprocess.Comple
         [sys.executable, "-c", _PROBE.replace("# before\n", before + "\n"), *modules],
         capture_output=True,
         text=True,
-        cwd=Path(__file__).resolve().parents[1],
+        cwd=Path(__file__).resolve().parents[2],
         env=env,
         timeout=120,
     )

@@ -17,7 +17,7 @@ from train.splits import SplitConfig, make_split, straddling_groups
 
 ROOT = Path(
     os.environ.get(
-        "FRACATLAS_ROOT", Path(__file__).resolve().parents[2] / "shared" / "data" / "fracatlas"
+        "FRACATLAS_ROOT", Path(__file__).resolve().parents[3] / "shared" / "data" / "fracatlas"
     )
 )
 

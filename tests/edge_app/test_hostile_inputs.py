@@ -39,7 +39,7 @@ from edge_app.errors import (
 )
 from edge_app.radiograph import WORKING_PIXELS, load_radiograph, load_study, sniff_format
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def finishes_within(

@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 from edge_app.preprocess import PreprocessConfig, preprocess  # noqa: E402
 from train.tensor_preprocess import letterbox_batch, preprocess_batch  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(

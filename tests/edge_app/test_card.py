@@ -18,7 +18,7 @@ from edge_app.card import (
 )
 from edge_app.errors import ModelCardError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def bundle_card() -> dict:

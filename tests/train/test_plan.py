@@ -17,7 +17,7 @@ pytest.importorskip("yaml")
 
 from train.plan import PlanError, load_plan, run_plan, selected_runs  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 COMMON = """
 defaults:

@@ -19,7 +19,7 @@ from edge_app.preprocess import (
     resize,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def dense_reference(in_size: int, out_size: int) -> np.ndarray:

@@ -35,7 +35,7 @@ from edge_app.radiograph import (
     sniff_format,
 )
 
-REPOSITORY_ROOT = Path(__file__).resolve().parents[1]
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 UID_ROOT = "1.2.826.0.1.3680043.8.498.4242."
 

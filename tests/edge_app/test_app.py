@@ -37,7 +37,7 @@ from edge_app.radiograph import Radiograph, load_study
 from edge_app.render import BOX_COLOUR, legend_width
 from edge_app.runtime import DEFAULT_BUNDLE, VERDICTS, Prediction, StudyResult
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WINDOW_SIZE = (1000, 700)  # edge_app.app_cli.configure_kivy
 STUDY_ENTRY_SELECTED = (51, 102, 173)  # StudyEntry's "down" colour in edge_app/app.kv
 BANNER = (115, 31, 36)  # the error banner's colour in edge_app/app.kv

@@ -17,13 +17,11 @@ from pytorch_grad_cam.utils.image import scale_cam_image  # noqa: E402
 from train.gradcam import (  # noqa: E402
     BinaryFractureTarget,
     UnsupportedBackboneError,
-    cam_agreement,
     explain,
     explainer,
-    pointing_game,
-    pointing_game_score,
     target_layer,
 )
+from train.localisation import cam_agreement, pointing_game, pointing_game_score  # noqa: E402
 from train.models import BACKBONES, create_model  # noqa: E402
 
 
@@ -320,3 +318,14 @@ def test_cam_agreement_resizes_to_the_larger_map():
     assert cam_agreement(small, large) == cam_agreement(large, small)
     assert cam_agreement(small, large)["pearson"] == pytest.approx(1.0)
     assert cam_agreement(small, large)["top10_iou"] == 1.0
+
+
+def test_the_numpy_bilinear_resize_matches_torch():
+    from train.localisation import _resized
+
+    heatmap = np.random.default_rng(0).random((5, 7))
+    for shape in ((160, 160), (11, 3), (5, 7), (2, 2)):
+        expected = torch.nn.functional.interpolate(
+            torch.from_numpy(heatmap)[None, None], size=shape, mode="bilinear", align_corners=False
+        )[0, 0].numpy()
+        np.testing.assert_allclose(_resized(heatmap, shape), expected, atol=1e-12)

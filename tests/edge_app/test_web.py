@@ -22,7 +22,7 @@ from edge_app.render import BOX_COLOUR, DEFAULT_OPACITY, legend_width  # noqa: E
 from edge_app.runtime import DEFAULT_BUNDLE, FractureDetector  # noqa: E402
 from edge_app.text import percent  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:

@@ -22,7 +22,7 @@ from train.held_out import (
 )
 from train.splits import EXCLUDED, NEAR_HELD_OUT, SplitConfig, make_split, read_split
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HELD_OUT_SPLITS = sorted((REPO / "splits").glob("fracatlas-heldout-*.csv"))
 
 

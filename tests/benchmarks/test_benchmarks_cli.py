@@ -1,6 +1,6 @@
 """``fracture-edge measure WHAT`` and ``bench-compare``: help, refusals (exit 2 with a message,
 no traceback) and tiny real runs of the quick measurements. ``bench`` itself, the comparison of
-real reports and the latency probes run in tests/test_bench.py."""
+real reports and the latency probes run in tests/benchmarks/test_bench.py."""
 
 from __future__ import annotations
 

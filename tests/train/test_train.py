@@ -33,7 +33,7 @@ from train.models import (  # noqa: E402
 )
 from train.trainer import train  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
