@@ -470,12 +470,78 @@ def _add_latency_probe_parser(whats: argparse._SubParsersAction) -> None:
         probe.set_defaults(handler=_latency_probe)
 
 
+def _runtime(args: argparse.Namespace) -> int:
+    import json as json_module
+
+    from benchmarks.runtime_targets import measure
+
+    if args.json:
+        from edge_app.files import check_output
+
+        check_output(args.json, [args.bundle, args.images], args.overwrite, what="result JSON")
+    result = measure(args.bundle, args.images, args.repeats, args.threads, args.runs, args.app)
+    print(json_module.dumps(result["summary"], indent=1))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json_module.dumps(result, indent=1) + "\n")
+    return 0
+
+
+def _add_runtime_parser(whats: argparse._SubParsersAction) -> None:
+    parser = whats.add_parser(
+        "runtime",
+        help="the runtime's targets: cold start, inference + heatmap + box p50, peak memory",
+        description="Cold start to the first verdict (a new process; with --app the Kivy app "
+        "under Xvfb), warm inference + heatmap + box latency per sample image, peak RSS.",
+    )
+    parser.add_argument("--bundle", type=Path, default=Path("models/fracture-lite0-int8"))
+    parser.add_argument("--images", type=Path, default=Path("models/samples"))
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--app", action="store_true", help="also time the Kivy app under Xvfb")
+    parser.add_argument("--json", type=Path, help="write the full result here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --json")
+    parser.set_defaults(handler=_runtime)
+
+
+def _hostile_inputs(args: argparse.Namespace) -> int:
+    import json as json_module
+
+    from benchmarks.hostile_inputs import run
+
+    def show(record: dict) -> None:
+        print(json_module.dumps(record), flush=True)
+
+    run(args.workdir, args.tree, args.mode, args.model, args.cap_gb, args.timeout, args.only,
+        on_record=show)  # fmt: skip
+    return 0
+
+
+def _add_hostile_inputs_parser(whats: argparse._SubParsersAction) -> None:
+    parser = whats.add_parser(
+        "hostile-inputs",
+        help="peak memory and time of reading hostile files, each in its own capped process",
+        description="Writes each hostile file (bombs, FIFOs, truncated and blank films, ...) "
+        "into --workdir once, then reads it in a fresh process under an address-space cap and "
+        "prints one JSON line per file: outcome, seconds, peak RSS.",
+    )
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--tree", type=Path, default=Path.cwd(), help="checkout to run against")
+    parser.add_argument("--mode", choices=("load", "predict"), default="load")
+    parser.add_argument("--model", default="models/fracture-lite0-int8")
+    parser.add_argument("--cap-gb", type=float, default=3.0)
+    parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--only", nargs="+", metavar="NAME", help="these inputs (default: all)")
+    parser.set_defaults(handler=_hostile_inputs)
+
+
 def add_measure_parser(verbs: argparse._SubParsersAction) -> None:
     """Add ``fracture-edge measure WHAT`` to the top-level subparsers."""
     measure = verbs.add_parser(
         "measure",
         help="one-off measurements behind the docs: batchnorm, input-pipeline, latency-probe, "
-        "train-throughput, preprocess-parity",
+        "train-throughput, preprocess-parity, runtime, hostile-inputs",
         description="The measurements the docs quote, each a sub-verb; fracture-edge bench is "
         "the benchmark itself.",
     )
@@ -485,3 +551,5 @@ def add_measure_parser(verbs: argparse._SubParsersAction) -> None:
     _add_latency_probe_parser(whats)
     _add_train_throughput_parser(whats)
     _add_preprocess_parity_parser(whats)
+    _add_runtime_parser(whats)
+    _add_hostile_inputs_parser(whats)

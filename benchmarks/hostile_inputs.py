@@ -10,9 +10,9 @@ error class and message, or how many images came back. Two modes:
 
 Usage::
 
-    PYTHONPATH=. OMP_NUM_THREADS=1 python -m benchmarks.hostile_inputs --workdir /tmp/hostile \\
+    OMP_NUM_THREADS=1 fracture-edge measure hostile-inputs --workdir /tmp/hostile \\
         [--mode predict --model models/fracture-lite0-int8] [--tree /path/to/other/checkout] \\
-        [--cap-gb 3] [--timeout 60] [--only png_1x1m,fifo]
+        [--cap-gb 3] [--timeout 60] [--only png_1x1m fifo]
 
 ``--tree`` runs the children against another checkout (e.g. the code before a fix), so both
 sets of numbers come from the same files and the same script.
@@ -20,7 +20,6 @@ sets of numbers come from the same files and the same script.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import os
@@ -34,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from edge_app.errors import UsageError
 
 _CHILD = r"""
 import json, resource, sys, time
@@ -309,30 +310,32 @@ def measure(path: Path, tree: Path, mode: str, model: str, cap_gb: float, timeou
     return json.loads(lines[-1])
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workdir", type=Path, required=True)
-    parser.add_argument("--tree", type=Path, default=Path.cwd())
-    parser.add_argument("--mode", choices=("load", "predict"), default="load")
-    parser.add_argument("--model", default="models/fracture-lite0-int8")
-    parser.add_argument("--cap-gb", type=float, default=3.0)
-    parser.add_argument("--timeout", type=float, default=60.0)
-    parser.add_argument("--only", default="", help="comma-separated names (default: all)")
-    args = parser.parse_args(argv)
-    names = [name for name in args.only.split(",") if name] or list(HOSTILE)
-    args.workdir.mkdir(parents=True, exist_ok=True)
+def run(
+    workdir: Path,
+    tree: Path,
+    mode: str = "load",
+    model: str = "models/fracture-lite0-int8",
+    cap_gb: float = 3.0,
+    timeout: float = 60.0,
+    only: list[str] | None = None,
+    on_record=None,
+) -> list[dict]:
+    """Write each hostile file into ``workdir`` (once) and measure reading it; one record each."""
+    names = only or list(HOSTILE)
+    unknown = [name for name in names if name not in HOSTILE]
+    if unknown:
+        raise UsageError(f"unknown hostile inputs {unknown}; valid: {', '.join(HOSTILE)}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    records = []
     for name in names:
-        folder = args.workdir / name
+        folder = workdir / name
         if not folder.exists():
             folder.mkdir()
             HOSTILE[name](folder)
         (path,) = [entry for entry in folder.iterdir() if not entry.name.startswith(".")]
-        model = str(Path(args.model).resolve())
-        record = measure(path, args.tree.resolve(), args.mode, model, args.cap_gb, args.timeout)
+        record = measure(path, tree.resolve(), mode, str(Path(model).resolve()), cap_gb, timeout)
         message = record.pop("message", "")
-        print(json.dumps({"input": name, **record, "message": message[:160]}), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+        records.append({"input": name, **record, "message": message[:160]})
+        if on_record:
+            on_record(records[-1])
+    return records

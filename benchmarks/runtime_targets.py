@@ -9,14 +9,12 @@
 - **peak RSS**: the cold-start process's own VmHWM when it exits; for the app, the highest RSS
   of the app's process tree seen while polling every 50 ms.
 
-    python -m benchmarks.runtime_targets --bundle models/fracture-lite0-int8 \\
+    fracture-edge measure runtime --bundle models/fracture-lite0-int8 \\
         --images models/samples --repeats 7 --app --json runs/runtime_targets.json
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import shutil
@@ -25,6 +23,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from edge_app.errors import UsageError
 
 _COLD = """
 import sys, time
@@ -113,25 +113,23 @@ def warm_latency(bundle: Path, image: Path, threads: int, runs: int, warmup: int
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--bundle", type=Path, default=Path("models/fracture-lite0-int8"))
-    parser.add_argument("--images", type=Path, default=Path("models/samples"))
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=100)
-    parser.add_argument("--app", action="store_true", help="also time the Kivy app under Xvfb")
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
-    images = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".jpg", ".png"))
+def measure(
+    bundle: Path,
+    images_folder: Path,
+    repeats: int = 7,
+    threads: int = 2,
+    runs: int = 100,
+    app: bool = False,
+) -> dict:
+    """Cold starts (runtime, and the app under Xvfb with ``app``), warm inference + heatmap
+    latency per image, peak memory; returns the full result with its ``summary``."""
+    images = sorted(p for p in images_folder.iterdir() if p.suffix.lower() in (".jpg", ".png"))
     if not images:
-        raise SystemExit(f"no .jpg/.png images in {args.images}")
-    cold = [
-        cold_start(args.bundle, images[i % len(images)], args.threads) for i in range(args.repeats)
-    ]
+        raise UsageError(f"no .jpg/.png images in {images_folder}")
+    cold = [cold_start(bundle, images[i % len(images)], threads) for i in range(repeats)]
     result = {
-        "bundle": str(args.bundle),
-        "threads": args.threads,
+        "bundle": str(bundle),
+        "threads": threads,
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
         "load_average_at_start": os.getloadavg(),
         "cold_start_runtime": {
@@ -141,17 +139,16 @@ def main() -> None:
             "runs": cold,
         },
         "warm": {
-            str(image.name): warm_latency(args.bundle, image, args.threads, args.runs, 10)
-            for image in images
+            str(image.name): warm_latency(bundle, image, threads, runs, 10) for image in images
         },
     }
-    if args.app and shutil.which("xvfb-run"):
+    if app and shutil.which("xvfb-run"):
         screenshot = Path(os.environ.get("TMPDIR", "/tmp")) / "runtime_targets_app.png"
-        app = [app_cold_start(args.bundle, images[0], screenshot) for _ in range(3)]
+        started = [app_cold_start(bundle, images[0], screenshot) for _ in range(3)]
         result["cold_start_app"] = {
-            "median_seconds": statistics.median(a["seconds"] for a in app),
-            "median_peak_rss_mb": statistics.median(a["peak_rss_mb"] for a in app),
-            "runs": app,
+            "median_seconds": statistics.median(a["seconds"] for a in started),
+            "median_peak_rss_mb": statistics.median(a["peak_rss_mb"] for a in started),
+            "runs": started,
             "note": "spawn → VERDICT line, under xvfb-run (includes Xvfb start-up)",
         }
     p50s = [w["with_heatmap"]["p50_ms"] for w in result["warm"].values()]
@@ -166,11 +163,4 @@ def main() -> None:
         result["summary"]["peak_rss_app_mb"] = round(
             result["cold_start_app"]["median_peak_rss_mb"], 1
         )
-    print(json.dumps(result["summary"], indent=1))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
-
-
-if __name__ == "__main__":
-    main()
+    return result

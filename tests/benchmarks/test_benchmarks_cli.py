@@ -138,3 +138,10 @@ def test_preprocess_parity_of_a_cache_at_the_input_size_is_exact(cache_and_split
     assert main([*argv, "--cache", str(cache), "--input-size", "48", "--limit", "4"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["images"] == 4 and result["intensity_difference"]["max"] < 1e-6
+
+
+def test_measure_runtime_and_hostile_inputs_are_verbs(tmp_path, capsys):
+    assert _exit_code(["measure", "runtime", "--help"]) == 0
+    assert _exit_code(["measure", "hostile-inputs", "--help"]) == 0
+    err = _refused(["measure", "hostile-inputs", "--workdir", str(tmp_path), "--only", "x"], capsys)
+    assert "unknown hostile inputs" in err
