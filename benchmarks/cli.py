@@ -23,12 +23,18 @@ SPEC_HELP = (
 
 
 def _bench(args: argparse.Namespace) -> int:
+    import time
+
     from benchmarks.bench import BenchConfig, run_bench
     from benchmarks.images import DEFAULT_DATA, DEFAULT_SPLIT
+    from edge_app.files import check_output
 
+    out = args.out or str(Path("benchmarks", "reports", time.strftime("%Y-%m-%d")))
+    protected = [p for p in (args.split, args.data, args.external, args.labels) if p]
+    check_output(out, protected, args.overwrite, folder=True, what="benchmark report")
     config = BenchConfig(
         models=args.models,
-        out=args.out or "",
+        out=out,
         split=args.split or str(DEFAULT_SPLIT),
         data=args.data or str(DEFAULT_DATA),
         external=args.external,
@@ -106,6 +112,9 @@ def add_bench_parser(verbs: argparse._SubParsersAction) -> None:
     bench.add_argument("--data", help="FracAtlas root (default: ../shared/data/fracatlas)")
     bench.add_argument("--models", nargs="+", action="extend", metavar="SPEC", help=SPEC_HELP)
     bench.add_argument("--out", help="output folder (default: benchmarks/reports/YYYY-MM-DD)")
+    bench.add_argument(
+        "--overwrite", action="store_true", help="write into an existing, non-empty --out"
+    )
     bench.add_argument(
         "--limit", type=int, help="quick run: a label-stratified N images per split (val, test)"
     )

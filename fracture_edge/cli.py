@@ -233,6 +233,7 @@ def _add_data_parser(verbs: argparse._SubParsersAction) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     from train.evaluate import run_evaluation
 
+    check_output(args.out, [args.logits], args.overwrite, folder=True, what="evaluation")
     paths = run_evaluation(
         args.logits,
         args.out,
@@ -277,6 +278,7 @@ def _add_evaluate_parser(verbs: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples")
     evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     evaluate.set_defaults(handler=_evaluate)
 
 
@@ -396,6 +398,7 @@ def _prune(args: argparse.Namespace) -> int:
 def _logits(args: argparse.Namespace) -> int:
     from train.checkpoints import cache_logits, write_logits_csv
 
+    check_output(args.out, [*args.checkpoints, args.cache], args.overwrite, what="logits")
     rows, logits = cache_logits(args.checkpoints, args.cache, tuple(args.splits))
     print(f"logits: {write_logits_csv(args.out, rows, logits)}")
     return 0
@@ -404,6 +407,9 @@ def _logits(args: argparse.Namespace) -> int:
 def _explain(args: argparse.Namespace) -> int:
     from train.explain_run import explain_cache
 
+    check_output(
+        args.out, [args.checkpoint, args.cache], args.overwrite, folder=True, what="explanations"
+    )
     report = explain_cache(args.checkpoint, args.cache, args.split, args.method, args.out)
     print(json.dumps(report, indent=1))
     return 0
@@ -412,6 +418,7 @@ def _explain(args: argparse.Namespace) -> int:
 def _teacher_probe(args: argparse.Namespace) -> int:
     from train.probe_teacher import FeatureSpec, probe_teacher
 
+    check_output(args.out, [args.data, args.split], args.overwrite, folder=True, what="teacher")
     card = probe_teacher(
         args.data,
         args.split,
@@ -431,6 +438,7 @@ def _soup(args: argparse.Namespace) -> int:
 
     from train.soup import uniform_soup
 
+    check_output(args.out, args.checkpoints, args.overwrite, folder=True, what="soup")
     card = uniform_soup(args.checkpoints, args.out, shlex.join(["fracture-edge", *sys.argv[1:]]))
     print(json.dumps({"soup_of": card["soup_of"], "metrics": card["metrics"]}, indent=1))
     print(f"checkpoint: {args.out}")
@@ -440,6 +448,7 @@ def _soup(args: argparse.Namespace) -> int:
 def _prepare_weights(args: argparse.Namespace) -> int:
     from train.models import export_offline_backbone
 
+    check_output(args.out, [], args.overwrite, folder=True, what="weights")
     for name in args.backbones:
         print(export_offline_backbone(name, Path(args.out) / f"{name}.safetensors"))
     return 0
@@ -453,6 +462,7 @@ def _add_train_parsers(verbs: argparse._SubParsersAction) -> None:
         "--backbones", nargs="+", default=["tf_efficientnet_lite0", "tf_efficientnet_lite2"]
     )
     weights.add_argument("--out", default="cache/weights")
+    weights.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     weights.set_defaults(handler=_prepare_weights)
 
     probe = verbs.add_parser(
@@ -482,6 +492,7 @@ def _add_train_parsers(verbs: argparse._SubParsersAction) -> None:
     probe.add_argument("--name", default="probe_teacher", help="the logits column")
     probe.add_argument("--features-cache", default="runs/features")
     probe.add_argument("--out", required=True)
+    probe.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     probe.set_defaults(handler=_teacher_probe)
 
     soup = verbs.add_parser(
@@ -489,6 +500,7 @@ def _add_train_parsers(verbs: argparse._SubParsersAction) -> None:
     )
     soup.add_argument("checkpoints", nargs="+", help="checkpoint folders (same architecture)")
     soup.add_argument("--out", required=True)
+    soup.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     soup.set_defaults(handler=_soup)
 
     explain = verbs.add_parser("explain", help="Grad-CAM + pointing game on the fracture boxes")
@@ -499,6 +511,7 @@ def _add_train_parsers(verbs: argparse._SubParsersAction) -> None:
         "--method", default="gradcam", choices=["gradcam", "gradcam++", "hirescam", "eigencam"]
     )
     explain.add_argument("--out", default="runs/explain")
+    explain.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     explain.set_defaults(handler=_explain)
 
     logits = verbs.add_parser("logits", help="checkpoints' logits on the cache (CPU, fp32) as CSV")
@@ -506,6 +519,7 @@ def _add_train_parsers(verbs: argparse._SubParsersAction) -> None:
     logits.add_argument("--cache", default="cache/fracatlas-256")
     logits.add_argument("--splits", nargs="+", default=["val", "test"])
     logits.add_argument("--out", default="runs/logits.csv")
+    logits.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     logits.set_defaults(handler=_logits)
 
     train = verbs.add_parser("train", help="train a teacher or a student on the image cache")
