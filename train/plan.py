@@ -57,7 +57,7 @@ PLAN_KEYS = (
     "defaults",
     "runs",
 )
-PROBE_KEYS = ("name", "data", "split", "features", "extra_logits")
+PROBE_KEYS = ("name", "data", "split", "features", "extra_logits", "l2")
 CACHE_KEYS = ("path", "data", "split", "size", "format", "quality")
 
 
@@ -299,6 +299,7 @@ def _run_probe_teacher(plan: Plan, probe: dict[str, Any]) -> dict[str, Any]:
         plan.out / probe["name"],
         name=probe["name"],
         extra_logits=probe.get("extra_logits") or (),
+        l2=probe.get("l2"),
     )
     return {
         "status": "completed",

@@ -31,7 +31,7 @@ from edge_app.preprocess import preprocess
 from edge_app.radiograph import load_radiograph
 from train.checkpoints import write_logits_csv
 from train.evaluate import evaluate_scores
-from train.probe import calibrated, choose_probe, cross_fitted_logits
+from train.probe import L2_GRID, calibrated, choose_probe, cross_fitted_logits
 from train.provenance import git_commit
 from train.registry import preprocessing_for
 
@@ -119,6 +119,7 @@ def probe_teacher(
     name: str = "probe_teacher",
     features_cache: str | Path = "runs/features",
     extra_logits: Sequence[str] = (),
+    l2: float | None = None,
 ) -> dict[str, Any]:
     """Fit the probe teacher on the split's train films; write its logits and card to ``out``.
 
@@ -133,7 +134,8 @@ def probe_teacher(
     labels = np.array([int(row["label"]) for row in rows])
     split = np.array([row["split"] for row in rows])
     train, val, test = (split == name_ for name_ in ("train", "val", "test"))
-    probe, scores = choose_probe(matrix[train], labels[train], matrix[val], labels[val])
+    grid = (l2,) if l2 is not None else L2_GRID
+    probe, scores = choose_probe(matrix[train], labels[train], matrix[val], labels[val], grid)
     probe = calibrated(probe, matrix[val], labels[val])
     logits = probe.logits(matrix)
     folds = np.array([int(row.get("fold") or -1) for row in rows])
@@ -159,6 +161,7 @@ def probe_teacher(
         },
         "probe": {
             "l2": probe.l2,
+            "l2_rule": "given" if l2 is not None else "best validation AUROC over the grid",
             "validation_auroc_by_l2": scores,
             "class_weight": "balanced",
             "temperature": probe.temperature,

@@ -276,7 +276,9 @@ def test_cli_evaluate_errors_without_traceback(logits_csv, tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert code == 2 and "['good', 'weak']" in err and "Traceback" not in err
-    code = main(["evaluate", "--logits", str(tmp_path / "none.csv"), "--out", str(tmp_path / "missing")])
+    code = main(
+        ["evaluate", "--logits", str(tmp_path / "none.csv"), "--out", str(tmp_path / "missing")]
+    )
     assert code == 2 and "does not exist" in capsys.readouterr().err
     code = main(
         [
