@@ -126,19 +126,20 @@ def open_study(settings: TuneSettings, create: bool = True):
 
 
 def _open_study(optuna, settings: TuneSettings, create: bool):
-    storage = _storage(settings)
     if not create:
+        storage = _storage(settings)
         try:
             return optuna.load_study(study_name=settings.study, storage=storage)
         except KeyError as error:
             raise TuneError(f"no study '{settings.study}' in {settings.storage_url()}") from error
     # Workers started together race to create the tables of a new storage ("table studies
-    # already exists" from SQLite); the loser retries and then joins the study.
+    # already exists" from SQLite, or a duplicate alembic_version row while RDBStorage
+    # stamps the schema); the loser retries, storage and all, and then joins the study.
     for attempt in range(5):
         try:
             return optuna.create_study(
                 study_name=settings.study,
-                storage=storage,
+                storage=_storage(settings),
                 directions=list(DIRECTIONS),
                 sampler=optuna.samplers.TPESampler(seed=settings.seed + os.getpid() % 1000),
                 load_if_exists=True,

@@ -163,6 +163,36 @@ def test_two_workers_share_one_storage(tmp_path, tiny_student):
     assert (tmp_path / "out" / "shared" / "pareto.png").stat().st_size > 5000
 
 
+def test_worker_that_loses_the_schema_race_retries_and_joins(tmp_path, monkeypatch):
+    """Two workers on a fresh storage race while RDBStorage stamps the schema; the loser's
+    sqlalchemy IntegrityError (the duplicate alembic_version row) must not end its run."""
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+
+    def settings(name):
+        return TuneSettings(cache="c", students=["s"], study=name, storage=url, out=str(tmp_path))
+
+    real_storage = tune._storage
+    calls = []
+
+    def racing_storage(settings):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("UNIQUE constraint failed: alembic_version.version_num")
+        return real_storage(settings)
+
+    monkeypatch.setattr(tune, "_storage", racing_storage)
+    monkeypatch.setattr(tune.time, "sleep", lambda seconds: None)
+    study = tune.open_study(settings("race"))
+    assert len(calls) == 2 and study.study_name == "race"
+
+    def broken_storage(settings):
+        raise RuntimeError("disk I/O error")  # not a race: reported at once, no retry
+
+    monkeypatch.setattr(tune, "_storage", broken_storage)
+    with pytest.raises(RuntimeError, match="disk I/O"):
+        tune.open_study(settings("other"))
+
+
 def test_parse_enqueue():
     params = tune.parse_enqueue("student=lite0, input_size=192,prune_ratio=0.1,mode=int8")
     assert params == {"student": "lite0", "input_size": 192, "prune_ratio": 0.1, "mode": "int8"}
