@@ -428,6 +428,7 @@ def _teacher_probe(args: argparse.Namespace) -> int:
         features_cache=args.features_cache,
         extra_logits=args.extra_logits or (),
         l2=args.l2,
+        pooling=args.pooling,
     )
     print(json.dumps({k: card[k] for k in ("name", "features", "probe", "metrics")}, indent=1))
     print(f"teacher: {args.out} (distil with --teacher-logits {args.out}/logits.csv:{args.name})")
@@ -493,6 +494,12 @@ def _add_train_parsers(verbs: argparse._SubParsersAction) -> None:
     probe.add_argument("--name", default="probe_teacher", help="the logits column")
     probe.add_argument(
         "--l2", type=float, help="a fixed L2 strength (default: the best validation AUROC)"
+    )
+    probe.add_argument(
+        "--pooling",
+        choices=("avg+max", "avg"),
+        default="avg+max",
+        help="avg: the global-average half only (with one spec: a deployable student's head)",
     )
     probe.add_argument("--features-cache", default="runs/features")
     probe.add_argument("--out", required=True)

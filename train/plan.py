@@ -57,7 +57,7 @@ PLAN_KEYS = (
     "defaults",
     "runs",
 )
-PROBE_KEYS = ("name", "data", "split", "features", "extra_logits", "l2")
+PROBE_KEYS = ("name", "data", "split", "features", "extra_logits", "l2", "pooling")
 CACHE_KEYS = ("path", "data", "split", "size", "format", "quality")
 
 
@@ -129,7 +129,7 @@ def load_plan(
         if unknown or not {"name", "data", "split", "features"} <= set(probe):
             raise PlanError(
                 f"{path}: a probe teacher needs name, data, split and features (and may have "
-                f"extra_logits); got {sorted(probe)}"
+                f"extra_logits, l2, pooling); got {sorted(probe)}"
             )
         plan.probe_teachers.append(dict(probe))
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
@@ -300,6 +300,7 @@ def _run_probe_teacher(plan: Plan, probe: dict[str, Any]) -> dict[str, Any]:
         name=probe["name"],
         extra_logits=probe.get("extra_logits") or (),
         l2=probe.get("l2"),
+        pooling=probe.get("pooling", "avg+max"),
     )
     return {
         "status": "completed",

