@@ -20,33 +20,24 @@ def project_version() -> str:
         return "0.0.0+unknown"
 
 
-def git_commit() -> str | None:
-    """The commit checked out in the repository this package runs from (None outside git)."""
+def _git(*arguments: str) -> subprocess.CompletedProcess | None:
     try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            cwd=_REPOSITORY,
+        return subprocess.run(
+            ["git", *arguments], capture_output=True, text=True, timeout=10, cwd=_REPOSITORY
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return result.stdout.strip() or None
+
+
+def git_commit() -> str | None:
+    """The commit checked out in the repository this package runs from (None outside git)."""
+    result = _git("rev-parse", "HEAD")
+    return (result.stdout.strip() or None) if result is not None else None
 
 
 def git_dirty() -> bool | None:
     """Whether tracked files differ from the commit (None outside git)."""
-    try:
-        result = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            cwd=_REPOSITORY,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if result.returncode != 0:
+    result = _git("status", "--porcelain", "--untracked-files=no")
+    if result is None or result.returncode != 0:
         return None
     return bool(result.stdout.strip())

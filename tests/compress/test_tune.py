@@ -103,26 +103,6 @@ def test_distinct_student_names_are_required():
         tune.suggest(study.ask(), settings)
 
 
-@pytest.fixture(scope="module")
-def tiny_student(tmp_path_factory, tiny_training_cache):
-    """A custom_cnn checkpoint and a 64-px cache to search over."""
-    from train.checkpoints import write_checkpoint
-    from train.models import create_model
-
-    root = tmp_path_factory.mktemp("tune")
-    cache = tiny_training_cache(root / "cache", size=64)
-    torch.manual_seed(0)
-    model = create_model("custom_cnn")
-    card = {
-        "name": "tiny",
-        "architecture": "custom_cnn",
-        "labels": ["no_fracture", "fracture"],
-        "aux_heads": {},
-        "preprocessing": {"input_size": 64, "mean": 0.5, "std": 0.25, "fill": 0.0},
-    }
-    return cache, write_checkpoint(root / "tiny", model.state_dict(), card)
-
-
 @pytest.mark.slow
 def test_two_workers_share_one_storage(tmp_path, tiny_student):
     cache, student = tiny_student

@@ -47,24 +47,6 @@ def database():
     admin.close()
 
 
-@pytest.fixture(scope="module")
-def tiny_student(tmp_path_factory, tiny_training_cache):
-    from train.checkpoints import write_checkpoint
-    from train.models import create_model
-
-    root = tmp_path_factory.mktemp("tune-pg")
-    cache = tiny_training_cache(root / "cache", size=64)
-    model = create_model("custom_cnn")
-    card = {
-        "name": "tiny",
-        "architecture": "custom_cnn",
-        "labels": ["no_fracture", "fracture"],
-        "aux_heads": {},
-        "preprocessing": {"input_size": 64, "mean": 0.5, "std": 0.25, "fill": 0.0},
-    }
-    return cache, write_checkpoint(root / "tiny", model.state_dict(), card)
-
-
 def _trials(storage: str):
     try:
         study = optuna.load_study(study_name="pg", storage=storage)
