@@ -186,3 +186,17 @@ def test_a_missing_cache_is_built_from_the_plans_data_and_split(
     meta = json.loads((cache / "meta.json").read_text())
     assert meta["format"] == "png" and meta["size"] == 32
     assert sorted(p.suffix for p in (cache / "images").iterdir())[0] == ".png"
+
+
+@pytest.mark.parametrize(
+    "plan_file", sorted(Path(__file__).resolve().parents[2].glob("configs/*.yaml")), ids=str
+)
+def test_every_committed_plan_loads(plan_file):
+    """The plans in configs/ name real TrainConfig fields, backbones and earlier teachers (a
+    GPU plan is checked here, on the CPU, before a lease is spent on it)."""
+    plan = load_plan(plan_file)
+    assert plan.names and plan.cache
+    for name in plan.names:
+        if plan.probe(name) is None:
+            run = plan.run(name)
+            assert run.run_name == name and run.epochs >= 1
