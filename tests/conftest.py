@@ -227,6 +227,24 @@ def encode_jpeg() -> Callable[..., bytes]:
     return jpeg_bytes
 
 
+def write_val_test_split(path: Path, images: Sequence[AtlasImage], val: int) -> Path:
+    """A split CSV of a synthetic FracAtlas tree: the first ``val`` images val, the rest test."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "split", "label", "group", "fold", "reason", "relpath"])
+        for index, image in enumerate(images):
+            kind = "Fractured" if image.fractured else "Non_fractured"
+            split = "val" if index < val else "test"
+            relpath = f"images/{kind}/{image.name}"
+            writer.writerow([image.name, split, int(image.fractured), image.name, -1, "", relpath])
+    return path
+
+
+@pytest.fixture(scope="session")
+def val_test_split() -> Callable[[Path, Sequence[AtlasImage], int], Path]:
+    return write_val_test_split
+
+
 @pytest.fixture(scope="session")
 def fracatlas_tree() -> Callable[[Path, Sequence[AtlasImage]], Path]:
     return make_fracatlas

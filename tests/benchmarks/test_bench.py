@@ -42,7 +42,9 @@ def _png(path: Path) -> bool:
 
 
 @pytest.fixture(scope="module")
-def atlas(tmp_path_factory, fracatlas_tree, atlas_image, make_radiograph) -> tuple[Path, Path]:
+def atlas(
+    tmp_path_factory, fracatlas_tree, atlas_image, make_radiograph, val_test_split
+) -> tuple[Path, Path]:
     """16 images (8 val, 8 test, half fractured with a box), and a split file over them."""
     folder = tmp_path_factory.mktemp("atlas")
     images = [
@@ -57,23 +59,7 @@ def atlas(tmp_path_factory, fracatlas_tree, atlas_image, make_radiograph) -> tup
         for index in range(16)
     ]
     root = fracatlas_tree(folder / "fracatlas", images)
-    split = folder / "split.csv"
-    with open(split, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "split", "label", "group", "fold", "reason", "relpath"])
-        for index, image in enumerate(images):
-            folder_name = "Fractured" if image.fractured else "Non_fractured"
-            writer.writerow(
-                [
-                    image.name,
-                    "val" if index < 8 else "test",
-                    int(image.fractured),
-                    image.name,
-                    -1,
-                    "",
-                    f"images/{folder_name}/{image.name}",
-                ]
-            )
+    split = val_test_split(folder / "split.csv", images, val=8)
     return root, split
 
 

@@ -5,7 +5,6 @@ synthetic run with the tiny bundle and its weights as a torch checkpoint."""
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib.util
 import json
 from pathlib import Path
@@ -106,7 +105,7 @@ needs_bench = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def atlas(tmp_path_factory, fracatlas_tree, atlas_image, make_radiograph):
+def atlas(tmp_path_factory, fracatlas_tree, atlas_image, make_radiograph, val_test_split):
     """16 films (8 val, 8 test), half fractured; hardware on 2 fractured test films."""
     folder = tmp_path_factory.mktemp("atlas")
     images = [
@@ -119,17 +118,7 @@ def atlas(tmp_path_factory, fracatlas_tree, atlas_image, make_radiograph):
         for index in range(16)
     ]
     root = fracatlas_tree(folder / "fracatlas", images)
-    split = folder / "split.csv"
-    with open(split, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file", "split", "label", "group", "fold", "reason", "relpath"])
-        for index, image in enumerate(images):
-            kind = "Fractured" if image.fractured else "Non_fractured"
-            split_name = "val" if index < 8 else "test"
-            relpath = f"images/{kind}/{image.name}"
-            writer.writerow(
-                [image.name, split_name, int(image.fractured), image.name, -1, "", relpath]
-            )
+    split = val_test_split(folder / "split.csv", images, val=8)
     return root, split
 
 
