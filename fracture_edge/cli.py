@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -690,6 +691,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FractureEdgeError as error:
         print(f"fracture-edge: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader left (`... --json | head`): not a bug, no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the final flush
+        return 141  # what a shell reports for SIGPIPE
 
 
 if __name__ == "__main__":

@@ -33,6 +33,24 @@ def test_console_script_runs():
     assert result.returncode == 0 and "fracture-edge" in result.stdout
 
 
+def test_a_reader_that_leaves_early_gets_no_traceback(tiny_bundle, make_radiograph, tmp_path):
+    """`fracture-edge predict ... --json | head -1`: the pipe closes while lines remain."""
+    from PIL import Image
+
+    paths = [str(tmp_path / f"{index}.png") for index in range(40)]
+    for index, path in enumerate(paths):
+        Image.fromarray(make_radiograph(64, 48, 1, index)).save(path)
+    command = [sys.executable, "-m", "fracture_edge.cli", "predict", *paths, "--json"]
+    command += ["--model", str(tiny_bundle)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
+        child.stdout.readline()
+        child.stdout.close()
+        stderr = child.stderr.read().decode()
+        child.wait(timeout=120)
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr
+    assert child.returncode == 141
+
+
 def test_user_errors_exit_2_with_a_message_and_bugs_keep_their_traceback(monkeypatch, capsys):
     """The one error mapping: FractureEdgeError → message, exit 2; anything else → exit 1."""
     import argparse
