@@ -21,7 +21,10 @@ Every artifact with weights scores the same images, read from the original files
 :func:`edge_app.preprocess.preprocess` with the artifact's own card. On the FracAtlas split the
 temperature and both operating points are chosen on validation and everything is measured on
 test (:func:`train.evaluate.evaluate_scores`). On an external folder (``--external``) there is
-no validation split, so each artifact's own card thresholds and temperature are used.
+no validation split, so each artifact's own card thresholds and temperature are used, and each
+row also gets ``site`` (:mod:`benchmarks.external_site`): AUROC≈ with unannotated films as
+negatives and a CI bootstrapped over ``--group-column`` groups, flag rates of fracture and
+unannotated films at both points, and the pointing game against padded boxes.
 
 With ``--shifts`` every artifact with weights also scores the measured images under each
 acquisition shift of :mod:`benchmarks.shifts` (:mod:`benchmarks.yardstick`); on FracAtlas the
@@ -107,6 +110,8 @@ ROW_KEYS = (
     "heatmap_note",
     "shifts",
     "shifts_note",
+    "site",
+    "site_note",
     "logits",
     "errors",
 )
@@ -125,6 +130,7 @@ class BenchConfig:
     data: str = str(DEFAULT_DATA)
     external: str | None = None
     labels: str | None = None
+    group_column: str | None = None  # None: ``source`` when the labels CSV has it, else none
     limit: int | None = None
     repeats: int = 5
     threads: list[int] = field(default_factory=lambda: [1, 2])
@@ -153,6 +159,8 @@ class BenchConfig:
             self.out = str(Path("benchmarks", "reports", time.strftime("%Y-%m-%d")))
         if (self.external is None) != (self.labels is None):
             raise BenchError("--external DIR and --labels CSV go together")
+        if self.group_column is not None and not self.external:
+            raise BenchError("--group-column names a column of --labels: add --external DIR")
         if self.repeats < 1 or self.runs < 1 or self.warmup < 0:
             raise BenchError("--repeats and --runs must be ≥ 1 and --warmup ≥ 0")
         if not self.threads or min(self.threads) < 1:
@@ -192,6 +200,7 @@ def new_row(spec: ArtifactSpec, device: str = "cpu") -> dict[str, Any]:
             format=f"{'onnx' if spec.kind == 'onnx' else 'torch'} fp32, architecture only",
             accuracy_note=NO_WEIGHTS,
             heatmap_note=NO_WEIGHTS,
+            site_note=NO_WEIGHTS,
             file_note="fp32 parameter bytes",
         )
     elif spec.kind == "logits":
@@ -249,8 +258,16 @@ def latency_job(spec: ArtifactSpec, row: dict, config: BenchConfig, onnx_path: P
 
 def _images_for(config: BenchConfig) -> tuple[list[SplitImage], dict[str, Any]]:
     if config.external:
-        images = read_external_labels(config.external, config.labels)
-        data = {"mode": "external", "external": config.external, "labels": config.labels}
+        from edge_app.labelled_folder import group_column_of
+
+        group_column = group_column_of(config.labels, config.group_column)
+        images = read_external_labels(config.external, config.labels, group_column)
+        data = {
+            "mode": "external",
+            "external": config.external,
+            "labels": config.labels,
+            "group_column": group_column,
+        }
     else:
         from train.splits import read_split, split_counts, split_id
 
@@ -394,6 +411,7 @@ def run_bench(config: BenchConfig) -> dict[str, Any]:
                 "split": i.split,
                 "label": i.label,
                 "boxes": [list(b) for b in i.boxes],
+                "group": i.group,
             }
             for i in images
         ],
@@ -459,6 +477,23 @@ def _score_and_evaluate(planned, scorers, images, config: BenchConfig) -> None:
         elif spec.kind != "logits" and row["device"] == "cpu":
             where = "labelled external" if config.external else "test"
             row["heatmap_note"] = f"no {where} image with boxes in this run"
+        if config.external:
+            row["site"] = _site(images, values, scorers[row["id"]], row["heatmap"], config)
+
+
+def _site(images, logits, scorer, heatmap: dict | None, config: BenchConfig) -> dict:
+    """The external site's numbers of one row (:mod:`benchmarks.external_site`)."""
+    from benchmarks.external_site import site_metrics
+
+    return site_metrics(
+        images,
+        logits,
+        scorer.temperature,
+        scorer.thresholds,
+        config.resamples,
+        config.seed,
+        heatmap,
+    )
 
 
 def _site_calibration(rows, scorers, images, config: BenchConfig) -> dict | None:

@@ -39,6 +39,7 @@ def _bench(args: argparse.Namespace) -> int:
         data=args.data or str(DEFAULT_DATA),
         external=args.external,
         labels=args.labels,
+        group_column=args.group_column,
         limit=args.limit,
         repeats=args.repeats,
         threads=args.threads,
@@ -69,6 +70,15 @@ def _bench(args: argparse.Namespace) -> int:
             f"{row['name'][:50]:<50} AUROC {auroc if auroc is not None else 'n/a':<7} "
             f"p50 {latency if latency is not None else 'n/a'} ms ({config.threads[0]} thr)"
         )
+    for row in report["rows"]:
+        if row["site"]:
+            site = row["site"]
+            low, high = site["auroc_ci95"]
+            print(
+                f"{row['name'][:50]:<50} site: AUROC≈ {site['auroc']} [{low}, {high}] over "
+                f"{site['groups']} groups ({site['fracture_films']} fracture, "
+                f"{site['unannotated_films']} unannotated films)"
+            )
     for row in report["rows"]:
         if row["shifts"]:
             table = row["shifts"]
@@ -141,6 +151,13 @@ def add_bench_parser(verbs: argparse._SubParsersAction) -> None:
     bench.add_argument("--seed", type=int, default=0, help="seed of --limit and the bootstrap")
     bench.add_argument("--external", metavar="DIR", help="score a labelled folder instead")
     bench.add_argument("--labels", metavar="CSV", help="with --external: file,fracture[,boxes]")
+    bench.add_argument(
+        "--group-column",
+        metavar="NAME",
+        help="with --external: the labels CSV column whose films belong together (copies of one "
+        "picture, one patient); AUROC≈'s CI resamples whole groups (default: 'source' when the "
+        "CSV has it, else each film its own group)",
+    )
     bench.add_argument(
         "--cuda",
         action=argparse.BooleanOptionalAction,

@@ -54,10 +54,12 @@ def _quotas(strata: dict[Any, list[int]], limit: int) -> dict[Any, int]:
     return quotas
 
 
-def read_external_labels(folder: str | Path, labels_csv: str | Path) -> list[SplitImage]:
+def read_external_labels(
+    folder: str | Path, labels_csv: str | Path, group_column: str | None = None
+) -> list[SplitImage]:
     """The labels CSV's rows as images (:func:`edge_app.labelled_folder.read_labels_csv`, the
-    reader ``fracture-edge calibrate`` uses too)."""
+    reader ``fracture-edge calibrate`` uses too), each with its ``group_column`` cell."""
     return [
-        SplitImage(film.file, "external", film.label, film.path, film.boxes)
-        for film in read_labels_csv(folder, labels_csv)
+        SplitImage(film.file, "external", film.label, film.path, film.boxes, group=film.group)
+        for film in read_labels_csv(folder, labels_csv, group_column)
     ]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.compare import statistic as speedup_statistic
+from benchmarks.external_site import site_table, site_text
 from benchmarks.plots import write_figures
 from benchmarks.report_tables import (
     SUBGROUP_KINDS,
@@ -261,6 +262,13 @@ def _column_lines(report: dict) -> list[str]:
     ]
 
 
+def _site_lines(report: dict) -> list[str]:
+    header, rows = site_table(report)
+    if not header:
+        return []
+    return ["## External site", "", site_text(report), "", *_markdown_table(header, rows), ""]
+
+
 def _threshold_lines(report: dict) -> list[str]:
     if not accuracy_rows(report):
         return []
@@ -448,7 +456,8 @@ def report_markdown(report: dict) -> str:
     rows = [table_row(report, row) for row in report["rows"]]
     lines = [f"# Benchmark {report['created']}", "", *_data_lines(report)]
     lines += ["## Results", "", *_markdown_table(table_header(report), rows), ""]
-    lines += _column_lines(report) + _environment_lines(report) + _threshold_lines(report)
+    lines += _column_lines(report) + _site_lines(report)
+    lines += _environment_lines(report) + _threshold_lines(report)
     lines += _shift_lines(report)
     lines += site_calibration_lines(report.get("site_calibration"))
     lines += _heatmap_lines(report) + _subgroup_lines(report) + _flag_rate_lines(report)

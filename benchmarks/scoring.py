@@ -21,6 +21,10 @@ from train.split_scoring import SplitImage
 
 logger = logging.getLogger(__name__)
 
+#: The boxes' padding for :func:`score_boxes`, a share of the image's side (x: width, y:
+#: height): a heatmap of 7 × 7 cells cannot point at a hairline inside a tight box.
+BOX_PADDING = 0.02
+
 
 @dataclass
 class Heatmaps:
@@ -28,6 +32,9 @@ class Heatmaps:
     pointing: list[bool] = field(default_factory=list)
     outline_pointing: list[bool] = field(default_factory=list)
     outline_iou: list[float] = field(default_factory=list)
+    box_pointing: list[bool] = field(default_factory=list)  # padded boxes (score_boxes)
+    box_iou: list[float] = field(default_factory=list)
+    box_share: list[float] = field(default_factory=list)  # the padded boxes' share of the film
     agreement: list[dict] = field(default_factory=list)
     reference: str | None = None
     empty: int = 0  # all-zero maps: no positive evidence anywhere, so no point to play
@@ -52,6 +59,7 @@ class Heatmaps:
                 else None,
                 "top_region_iou_mean": _mean(self.outline_iou),
             },
+            "boxes": self._box_summary(),
         }
         if self.reference is not None:
             pearson = [a["pearson"] for a in self.agreement]
@@ -64,6 +72,23 @@ class Heatmaps:
                 "top10_iou_median": _median(iou),
             }
         return summary
+
+    def _box_summary(self) -> dict[str, Any]:
+        """Pointing game and top-region IoU against the padded boxes, with the chance level of
+        the pointing game: a peak dropped at random lands in the boxes with their area share."""
+        evaluated = len(self.box_pointing)
+        hits = int(sum(self.box_pointing))
+        return {
+            "films": evaluated,
+            "padding": BOX_PADDING,
+            "pointing_game": {
+                "hits": hits,
+                "evaluated": evaluated,
+                "rate": round(hits / evaluated, 4) if evaluated else None,
+            },
+            "chance_level": _mean(self.box_share),
+            "top_region_iou_mean": _mean(self.box_iou),
+        }
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -151,6 +176,7 @@ def score_images(
             ]
             heatmaps[row_id].empty += sum(not m.any() for m in maps)
             score_outlines(heatmaps[row_id], maps, [members[i].outlines for i in chosen])
+            score_boxes(heatmaps[row_id], maps, boxes)
             if scorer.reference is not None:
                 reference = chunk.gradcam(scorer.reference.resolve())
                 heatmaps[row_id].agreement += [
@@ -173,6 +199,23 @@ def score_outlines(record: Heatmaps, maps, outlines_per_image) -> None:
         point = peak(heatmap)
         record.outline_pointing.append(point is not None and bool(mask[point]))
         record.outline_iou.append(mask_iou(top_region(heatmap), mask))
+
+
+def score_boxes(record: Heatmaps, maps, boxes_per_image, padding: float = BOX_PADDING) -> None:
+    """Pointing game against the boxes padded by ``padding``, the IoU of the map's top region
+    (the region a front end boxes) with the padded boxes, and their share of the film, on the
+    images that have boxes. An empty map misses and overlaps nothing."""
+    from edge_app.findings import mask_iou, top_region
+    from train.localisation import boxes_mask, pad_boxes, pointing_game
+
+    for heatmap, boxes in zip(maps, boxes_per_image, strict=True):
+        if not boxes:
+            continue
+        padded = pad_boxes(boxes, padding)
+        mask = boxes_mask(padded, *heatmap.shape)
+        record.box_pointing.append(bool(heatmap.any()) and bool(pointing_game(heatmap, padded)))
+        record.box_iou.append(mask_iou(top_region(heatmap), mask))
+        record.box_share.append(float(mask.mean()))
 
 
 def _reference_scorers(scorers: dict[str, Any]) -> dict[Path, TorchScorer]:

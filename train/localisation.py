@@ -61,6 +61,29 @@ def pointing_game(heatmap: np.ndarray, boxes, tolerance_pixels: float = 0) -> bo
     return bool(hits.any(axis=1).all())
 
 
+def pad_boxes(boxes, padding: float) -> np.ndarray:
+    """Boxes grown by ``padding`` (a share of the image's width for x, of its height for y) on
+    every side, clipped to the image: annotators draw tight boxes around a fracture line that a
+    coarse heatmap can only approximately point at."""
+    if padding < 0:
+        raise ValueError(f"padding must be >= 0, got {padding}")
+    boxes = _as_boxes(boxes)
+    return np.clip(boxes + np.array([-padding, -padding, padding, padding]), 0.0, 1.0)
+
+
+def boxes_mask(boxes, height: int, width: int) -> np.ndarray:
+    """Boolean (height, width) mask of the pixels whose centre lies in one of ``boxes``
+    (normalised, closed; the pixel convention of :func:`pointing_game`)."""
+    boxes = _as_boxes(boxes) * [width, height, width, height]
+    columns, rows = np.arange(width) + 0.5, np.arange(height) + 0.5
+    mask = np.zeros((height, width), dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        inside_rows = (rows >= y0) & (rows <= y1)
+        inside_columns = (columns >= x0) & (columns <= x1)
+        mask |= inside_rows[:, None] & inside_columns[None, :]
+    return mask
+
+
 def pointing_game_score(heatmaps, boxes_per_image, tolerance_pixels: float = 0) -> dict:
     """Pointing game over images: ``hits``, ``evaluated`` (images with boxes) and ``rate``.
 

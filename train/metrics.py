@@ -38,11 +38,14 @@ __all__ = [
     "confusion_matrix",
     "expected_calibration_error",
     "fit_temperature",
+    "group_bootstrap_auroc_ci",
+    "group_indices",
     "precision_recall_curve",
     "roc_curve",
     "sensitivity_specificity",
     "sigmoid",
     "threshold_for_sensitivity",
+    "weighted_auroc",
     "youden_threshold",
 ]
 
@@ -62,6 +65,74 @@ def bootstrap_auroc_ci(
     for _ in range(resamples):
         index = rng.integers(0, len(labels), len(labels))
         value = auroc(labels[index], scores[index])
+        if np.isfinite(value):
+            values.append(value)
+    if not values:
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def group_indices(groups) -> np.ndarray:
+    """Each item's group as 0..G-1, numbered in order of first appearance (so one-item groups
+    number the items as they come)."""
+    _, first, inverse = np.unique(np.asarray(groups), return_index=True, return_inverse=True)
+    order = np.empty(first.size, dtype=np.int64)
+    order[np.argsort(first, kind="mergesort")] = np.arange(first.size)
+    return order[inverse.ravel()]
+
+
+def weighted_auroc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> float:
+    """The AUROC of a sample holding item i ``weights[i]`` times (ties count one half), without
+    building the sample. NaN when one class has no weight."""
+    labels = np.asarray(labels).astype(bool).ravel()
+    weights = np.asarray(weights, dtype=np.float64).ravel()
+    values, value_index = np.unique(np.asarray(scores, dtype=np.float64), return_inverse=True)
+    value_index = value_index.ravel()
+    positive = np.bincount(value_index[labels], weights[labels], values.size)
+    negative = np.bincount(value_index[~labels], weights[~labels], values.size)
+    total_positive, total_negative = positive.sum(), negative.sum()
+    if total_positive == 0 or total_negative == 0:
+        return float("nan")
+    below = np.cumsum(negative) - negative
+    return float(positive @ (below + 0.5 * negative) / (total_positive * total_negative))
+
+
+def group_bootstrap_auroc_ci(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    groups,
+    resamples: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the AUROC, resampling whole groups with replacement.
+
+    Films that are not independent (augmented copies of one picture, several films of one
+    patient) share a group: each resample draws as many groups as there are and keeps every
+    film of each drawn group. With one film per group it draws exactly what
+    :func:`bootstrap_auroc_ci` draws for the same seed; a set of k identical copies per group
+    gives the interval of the single copies (a film bootstrap would narrow it by about √k).
+    """
+    labels = binary_labels(labels)
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    group_of = group_indices(groups)
+    if not labels.shape == scores.shape == group_of.shape:
+        raise ValueError(
+            f"labels {labels.shape}, scores {scores.shape} and groups {group_of.shape} differ "
+            "in shape"
+        )
+    if np.isnan(scores).any():
+        raise ValueError("scores contain NaN; drop or impute them before computing AUROC")
+    if group_of.size == 0:
+        return float("nan"), float("nan")
+    count = int(group_of.max()) + 1
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        drawn = np.bincount(rng.integers(0, count, count), minlength=count)
+        value = weighted_auroc(labels, scores, drawn[group_of])
         if np.isfinite(value):
             values.append(value)
     if not values:

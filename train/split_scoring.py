@@ -27,7 +27,8 @@ DEFAULT_DATA = _REPOSITORY.parent / "shared" / "data" / "fracatlas"
 
 @dataclass(frozen=True)
 class SplitImage:
-    """One film to score. ``label`` None: unknown (external sets only)."""
+    """One film to score. ``label`` None: unknown (external sets only). ``group`` (external
+    sets with a group column): films that belong together for a bootstrap; None, its own."""
 
     file: str
     split: str
@@ -35,6 +36,7 @@ class SplitImage:
     path: Path
     boxes: tuple[tuple[float, float, float, float], ...] = ()
     outlines: tuple[tuple[tuple[float, float], ...], ...] = ()
+    group: str | None = None
 
 
 def split_images(

@@ -63,6 +63,64 @@ def test_bootstrap_ci_brackets_the_point_estimate():
     assert low < point < high and high - low < 0.2
 
 
+def test_weighted_auroc_is_the_auroc_of_the_repeated_sample():
+    from train.metrics import weighted_auroc
+
+    labels = np.array([0, 0, 1, 1, 1])
+    scores = np.array([0.1, 0.4, 0.4, 0.8, 0.3])  # a tie across the classes
+    weights = np.array([2, 0, 1, 3, 1])
+    repeated = np.repeat(np.arange(5), weights)
+    # Positives 0.4 ×1, 0.8 ×3, 0.3 ×1 against negatives 0.1 ×2: every pair won -> 1.0
+    assert weighted_auroc(labels, scores, weights) == pytest.approx(1.0)
+    assert auroc(labels[repeated], scores[repeated]) == pytest.approx(1.0)
+    weights = np.array([1, 2, 1, 1, 1])  # now 0.4 (-) ×2: 0.4 (+) ties it, 0.3 (+) loses
+    repeated = np.repeat(np.arange(5), weights)
+    hand = (1 + 2 * 0.5 + 3 + 1) / (3 * 3)  # 0.4+: 1 win, 2 ties; 0.8+: 3 wins; 0.3+: 1 win
+    assert weighted_auroc(labels, scores, weights) == pytest.approx(hand)
+    assert auroc(labels[repeated], scores[repeated]) == pytest.approx(hand)
+    assert math.isnan(weighted_auroc(labels, scores, [0, 0, 1, 1, 1]))
+
+
+def test_group_indices_number_groups_by_first_appearance():
+    from train.metrics import group_indices
+
+    assert group_indices(["b", "a", "b", "c", "a"]).tolist() == [0, 1, 0, 2, 1]
+
+
+def test_group_bootstrap_of_copies_keeps_the_width_of_the_single_films():
+    """k identical copies of each film, one group per film: the group bootstrap gives the
+    single films' interval; a film bootstrap of the copies is narrower (about 1/√k)."""
+    from train.metrics import bootstrap_auroc_ci, group_bootstrap_auroc_ci
+
+    rng = np.random.default_rng(1)
+    labels = (rng.random(60) < 0.4).astype(int)
+    scores = labels * 0.8 + rng.normal(0, 1, 60)
+    names = [f"picture-{index:02d}" for index in range(60)]
+    copies = 4
+    copied_labels, copied_scores = np.tile(labels, copies), np.tile(scores, copies)
+    copied_names = names * copies
+    single = bootstrap_auroc_ci(labels, scores, resamples=400, seed=3)
+    # One film per group draws exactly what the film bootstrap draws.
+    assert group_bootstrap_auroc_ci(labels, scores, names, 400, 3) == pytest.approx(single)
+    grouped = group_bootstrap_auroc_ci(copied_labels, copied_scores, copied_names, 400, 3)
+    assert grouped == pytest.approx(single)
+    films = bootstrap_auroc_ci(copied_labels, copied_scores, resamples=400, seed=3)
+    width = single[1] - single[0]
+    assert films[1] - films[0] < 0.7 * width  # ≈ width / 2 for k = 4
+    assert films[0] < auroc(labels, scores) < films[1]
+
+
+def test_group_bootstrap_checks_its_inputs():
+    from train.metrics import group_bootstrap_auroc_ci
+
+    with pytest.raises(ValueError, match="differ in shape"):
+        group_bootstrap_auroc_ci([0, 1, 1], [0.1, 0.2, 0.3], ["a", "b"])
+    with pytest.raises(ValueError, match="NaN"):
+        group_bootstrap_auroc_ci([0, 1], [0.1, np.nan], ["a", "b"])
+    low, high = group_bootstrap_auroc_ci([1, 1], [0.1, 0.2], ["a", "b"], resamples=10)
+    assert math.isnan(low) and math.isnan(high)  # one class: no resample has an AUROC
+
+
 # --------------------------------------------------------------------------- curves and AUPRC
 # Shared hand example: sorted by score, 0.8 (+), 0.4 (-), 0.35 (+), 0.1 (-), 0.05 (-).
 CURVE_LABELS = np.array([0, 0, 1, 1, 0])
