@@ -125,6 +125,7 @@ def validate_card(card: Mapping[str, Any], kind: str, where: str = "model card")
         heads = check.mapping("aux_heads", optional=True) or {}
         for head, classes in heads.items():
             check.integer(f"aux_heads.{head}", classes, low=1)
+        check.text_list("feature_taps", optional=True)
         if "operating_points" in card:
             check.operating_points()
         if card.get("calibration_temperature") is not None:

@@ -23,6 +23,8 @@ from edge_app.errors import FractureEdgeError, UsageError
 from edge_app.files import check_output
 from edge_app.web_cli import add_web_parser
 from fracture_edge import __version__
+from fracture_edge.doctor import add_doctor_parser
+from train.feature_cli import add_parsers as add_feature_parsers
 
 logger = logging.getLogger("fracture_edge")
 
@@ -626,31 +628,6 @@ def _add_predict_parser(verbs: argparse._SubParsersAction) -> None:
     predict.set_defaults(handler=_predict)
 
 
-# --------------------------------------------------------------------------- doctor
-
-
-def _doctor(args: argparse.Namespace) -> int:
-    from fracture_edge.doctor import report
-
-    text, main_job_works = report(as_json=args.json)
-    print(text)
-    return 0 if main_job_works else 1
-
-
-def _add_doctor_parser(verbs: argparse._SubParsersAction) -> None:
-    doctor = verbs.add_parser(
-        "doctor",
-        help="versions that matter, whether LiteRT, onnx2tf, Kivy and a screen work, and fixes",
-        description="Print the installed versions of the packages the chain imports (and where "
-        "they differ from constraints.txt), then check in child processes that LiteRT runs the "
-        "shipped bundle, Kivy imports, a screen is there, torch and the offline ImageNet "
-        "weights load, and onnx2tf imports with TensorFlow; each failure names what to "
-        "install. Exit 1 when the main job (predict on the shipped bundle) cannot run.",
-    )
-    doctor.add_argument("--json", action="store_true", help="one JSON object")
-    doctor.set_defaults(handler=_doctor)
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -664,6 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     _add_data_parser(verbs)
     _add_train_parsers(verbs)
+    add_feature_parsers(verbs)
     _add_evaluate_parser(verbs)
     add_compress_parsers(verbs)
     add_bench_parser(verbs)
@@ -673,7 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_calibrate_parser(verbs)
     add_app_parser(verbs)
     add_web_parser(verbs)
-    _add_doctor_parser(verbs)
+    add_doctor_parser(verbs)
     return parser
 
 

@@ -7,6 +7,7 @@ and TensorFlow and torch never share a process.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -240,3 +241,23 @@ def report(as_json: bool = False) -> tuple[str, bool]:
         extras = ",".join(missing)
         lines += ["", f"to install what is missing: {INSTALL.format(extra=extras)}"]
     return "\n".join(lines), main_job
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    text, main_job_works = report(as_json=args.json)
+    print(text)
+    return 0 if main_job_works else 1
+
+
+def add_doctor_parser(verbs: argparse._SubParsersAction) -> None:
+    doctor = verbs.add_parser(
+        "doctor",
+        help="versions that matter, whether LiteRT, onnx2tf, Kivy and a screen work, and fixes",
+        description="Print the installed versions of the packages the chain imports (and where "
+        "they differ from constraints.txt), then check in child processes that LiteRT runs the "
+        "shipped bundle, Kivy imports, a screen is there, torch and the offline ImageNet "
+        "weights load, and onnx2tf imports with TensorFlow; each failure names what to "
+        "install. Exit 1 when the main job (predict on the shipped bundle) cannot run.",
+    )
+    doctor.add_argument("--json", action="store_true", help="one JSON object")
+    doctor.set_defaults(handler=_doctor)

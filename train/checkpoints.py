@@ -33,7 +33,11 @@ def load_checkpoint(folder: str | Path, device: str = "cpu"):
     """(model in eval mode, card, preprocessing) from a checkpoint folder; sha256 verified."""
     folder = Path(folder)
     card = read_card(folder)
-    model = create_model(card["architecture"], aux_heads=card.get("aux_heads") or None)
+    model = create_model(
+        card["architecture"],
+        aux_heads=card.get("aux_heads") or None,
+        feature_taps=card.get("feature_taps") or None,
+    )
     state = load_state_file(folder / "model.safetensors", card.get("weights_sha256"))
     state = {k: v.float() for k, v in state.items()}
     if card.get("pruning"):

@@ -40,6 +40,9 @@ class TrainConfig:
     drop_rate: float = 0.2
     augment_policy: str = "default"  # train.augment.POLICIES: "default" (mild) | "strong"
     linear_probe_init: bool = False  # LP-FT: fit the head on frozen features, then fine-tune
+    feature_taps: list[str] | None = None  # e.g. [block4, head]: pooled stages side by side
+    probe_l2: float | None = None  # the LP step's strength (None: best validation AUROC)
+    probe_features: str | None = None  # LP from a feature bank (train.feature_bank), not passes
     layer_decay: float | None = None  # learning rate × decay^(depth from the top) per timm block
     freeze_stages: int = 0  # keep the stem and the first stages at their pretrained weights
     cam_weight: float = 0.0  # outline supervision of the CAM on fractured films

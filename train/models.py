@@ -63,13 +63,28 @@ class CustomCNN(nn.Module):
 
 
 class FractureNet(nn.Module):
-    """Backbone features → global average pool → linear heads (``fracture`` + auxiliaries)."""
+    """Backbone features → global average pool → linear heads (``fracture`` + auxiliaries).
+
+    ``feature_taps`` (e.g. ``("block4", "head")``) makes the feature map the named blocks'
+    outputs side by side at the finest tap's resolution: each coarser map is repeated
+    (nearest-neighbour, an integer factor), which leaves its global average unchanged. The
+    head then reads the pooled features of several depths, and the CAM, the head's weights at
+    every position of that map, is still the exact map of the logit, now at the finest tap's
+    stride (16 for EfficientNet's ``block3``/``block4``).
+    """
 
     def __init__(
-        self, backbone: nn.Module, num_features: int, aux_heads: dict[str, int] | None = None
+        self,
+        backbone: nn.Module,
+        num_features: int,
+        aux_heads: dict[str, int] | None = None,
+        feature_taps: tuple[str, ...] | None = None,
     ):
         super().__init__()
         self.backbone = backbone
+        self.feature_taps = tuple(feature_taps) if feature_taps else None
+        if self.feature_taps:
+            num_features = _tap_channels(backbone, self.feature_taps)
         self.num_features = num_features
         self.fracture_head = nn.Linear(num_features, 1)
         self.aux_heads = nn.ModuleDict(
@@ -77,7 +92,11 @@ class FractureNet(nn.Module):
         )
 
     def features(self, x):
-        return self.backbone.forward_features(x)
+        if not self.feature_taps:
+            return self.backbone.forward_features(x)
+        maps = dict(tapped_maps(self.backbone, x, self.feature_taps))
+        finest = max(m.shape[-1] for m in maps.values())
+        return torch.cat([_repeat_to(maps[name], finest) for name in self.feature_taps], 1)
 
     def forward(self, x):
         """Fracture logit, shape (batch,). Auxiliary logits come from :meth:`forward_all`."""
@@ -96,6 +115,52 @@ class FractureNet(nn.Module):
     def cam_from_features(self, features):
         """The fracture head's weights applied at every position of a feature map."""
         return torch.einsum("bchw,c->bhw", features, self.fracture_head.weight[0])
+
+
+def tap_names(backbone: nn.Module) -> list[str]:
+    """The taps a backbone offers: ``block0`` … ``blockN`` (timm EfficientNet stages), ``head``."""
+    if not hasattr(backbone, "blocks") or not hasattr(backbone, "conv_head"):
+        raise UsageError("feature_taps need a timm EfficientNet/MobileNet backbone")
+    return [f"block{i}" for i in range(len(backbone.blocks))] + ["head"]
+
+
+def tapped_maps(backbone: nn.Module, x, taps):
+    """(name, map) of the requested stages, running the backbone only as deep as needed."""
+    valid = tap_names(backbone)
+    unknown = [t for t in taps if t not in valid]
+    if unknown:
+        raise UsageError(f"unknown feature taps {unknown}; valid: {', '.join(valid)}")
+    wanted, deepest = set(taps), max(valid.index(t) for t in taps)
+    x = backbone.bn1(backbone.conv_stem(x))
+    maps = []
+    for index, stage in enumerate(backbone.blocks[: min(deepest + 1, len(backbone.blocks))]):
+        x = stage(x)
+        if f"block{index}" in wanted:
+            maps.append((f"block{index}", x))
+    if "head" in wanted:
+        maps.append(("head", backbone.bn2(backbone.conv_head(x))))
+    return maps
+
+
+def _repeat_to(feature_map, size: int):
+    cells = int(feature_map.shape[-1])  # static: the exported graph has a fixed input size
+    factor = int(size) // cells
+    if factor * cells != int(size):
+        raise ValueError(f"a {cells}-cell map does not tile a {size}-cell grid")
+    if factor == 1:
+        return feature_map
+    # nearest-neighbour by an integer factor: each cell repeated factor² times (one Resize op
+    # in ONNX, which onnx2tf converts; repeat_interleave becomes a Tile it cannot)
+    return torch.nn.functional.interpolate(feature_map, scale_factor=float(factor), mode="nearest")
+
+
+def _tap_channels(backbone: nn.Module, taps) -> int:
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        maps = tapped_maps(backbone, torch.zeros(1, backbone.conv_stem.in_channels, 64, 64), taps)
+    backbone.train(was_training)
+    return int(sum(m.shape[1] for _, m in maps))
 
 
 def _timm_backbone(name: str, in_chans: int, drop_rate: float) -> tuple[nn.Module, int]:
@@ -203,6 +268,7 @@ def create_model(
     init_weights: str | Path | None = None,
     sha256: str | None = None,
     drop_rate: float = 0.0,
+    feature_taps: tuple[str, ...] | list[str] | None = None,
 ) -> FractureNet:
     """The one factory. ``pretrained``: None, "imagenet" (timm, online) or "offline"."""
     if name not in BACKBONES:
@@ -223,7 +289,7 @@ def create_model(
             raise WeightsError(f"Offline weights left {missing} missing, {unexpected} unexpected")
     elif pretrained is not None:
         raise UsageError(f"pretrained must be None, 'imagenet' or 'offline', got {pretrained!r}")
-    model = FractureNet(backbone, channels, aux_heads)
+    model = FractureNet(backbone, channels, aux_heads, feature_taps)
     if init_weights:
         model.load_state_dict(load_state_file(init_weights, sha256))
     return model

@@ -137,10 +137,17 @@ def calibrated(probe: Probe, val_features: np.ndarray, val_labels: np.ndarray) -
     )
 
 
-def fit_head(model, features: np.ndarray, labels: np.ndarray, val_features, val_labels) -> dict:
+def fit_head(
+    model,
+    features: np.ndarray,
+    labels: np.ndarray,
+    val_features,
+    val_labels,
+    grid: Sequence[float] = L2_GRID,
+) -> dict:
     """LP: set ``model.fracture_head`` to the best probe on its frozen GAP features, calibrated
     on validation."""
-    probe, scores = choose_probe(features, labels, val_features, val_labels)
+    probe, scores = choose_probe(features, labels, val_features, val_labels, grid)
     probe = calibrated(probe, val_features, val_labels)
     weight, bias = probe.as_linear()
     with torch.no_grad():

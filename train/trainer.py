@@ -188,6 +188,7 @@ class Trainer:
             pretrained=self.config.pretrained,
             aux_heads=aux or None,
             drop_rate=self.config.drop_rate,
+            feature_taps=self.config.feature_taps,
         )
         if self.config.init_weights:
             state = load_state_file(self.config.init_weights, self.config.init_sha256)
@@ -352,6 +353,12 @@ class Trainer:
         resuming = config.resume and (self.out / "last_state.pt").is_file()
         if config.linear_probe_init and not resuming:
             self.linear_probe = self.fit_linear_probe()
+        if config.epochs == 0:
+            if not config.linear_probe_init:
+                raise UsageError("epochs: 0 trains nothing; add linear_probe_init to fit the head")
+            # the frozen floor as a plan run: the offline backbone untouched, the LP head only
+            self.save_weights(self.model)
+            return self.finish({"best_epoch": -1, "epoch": 0, "stopped": "linear probe only"})
         model = self.model
         if self.world > 1:
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -426,19 +433,40 @@ class Trainer:
             chunks.append(features.float().mean((2, 3)).cpu().numpy())
         return np.concatenate(chunks)
 
+    def bank_features(self, indices) -> np.ndarray:
+        """The same pooled features, read from a feature bank of the original films
+        (:mod:`train.feature_bank`, the app's reader and preprocessing) instead of passes."""
+        from train.feature_bank import read_bank
+
+        bank = read_bank(self.config.probe_features)
+        wanted = (self.config.backbone, self.config.input_size)
+        if (bank.meta["backbone"], bank.meta["size"]) != wanted or bank.meta.get("flip"):
+            raise UsageError(
+                f"{self.config.probe_features} holds {bank.meta['backbone']}@{bank.meta['size']}"
+                f" features; this run needs {wanted[0]}@{wanted[1]} (not mirrored)"
+            )
+        taps = [f"{t}:avg" for t in (self.model.feature_taps or ("head",))]
+        files = [self.data.rows[i]["file"] for i in indices.cpu().numpy()]
+        return bank.select(taps, files)
+
     def fit_linear_probe(self) -> dict[str, Any]:
         """LP of LP-FT: the fracture head fitted on the initial backbone's frozen features."""
         from train.probe import fit_head
 
         train, val = self.data.index["train"], self.data.index["val"]
         labels = self.data.labels.cpu().numpy()
+        features = self.bank_features if self.config.probe_features else self.pooled_features
+        grid = (self.config.probe_l2,) if self.config.probe_l2 is not None else None
         result = fit_head(
             self.model,
-            self.pooled_features(train),
+            features(train),
             labels[train.cpu().numpy()],
-            self.pooled_features(val),
+            features(val),
             labels[val.cpu().numpy()],
+            **({"grid": grid} if grid else {}),
         )
+        if self.config.probe_features:
+            result["features"] = self.config.probe_features
         logger.info("linear probe: l2 %s, validation AUROC %.4f", result["l2"], result["val_auroc"])
         return result
 
@@ -611,6 +639,7 @@ class Trainer:
             **({"pruning": pruning} if pruning else {}),
             "labels": list(LABELS),
             "aux_heads": {name: head.out_features for name, head in self.model.aux_heads.items()},
+            **({"feature_taps": list(self.model.feature_taps)} if self.model.feature_taps else {}),
             "region_labels": list(REGIONS) if self.config.region_head else [],
             "fracture_type_labels": self.data.fracture_types if self.config.type_head else [],
             "preprocessing": self.preprocessing.to_card(),

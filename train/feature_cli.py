@@ -1,0 +1,92 @@
+"""``fracture-edge features``: fill a frozen backbone's feature bank (:mod:`train.feature_bank`).
+
+    fracture-edge features ../shared/data/fracatlas --split splits/X.csv \\
+        --backbone tf_efficientnet_lite0 --size 448 --out cache/features/fracatlas-lite0-448.npz
+    fracture-edge features ../shared/data/site-b/images --labels ../shared/data/site-b/labels.csv \\
+        --backbone tf_efficientnet_lite0 --size 448 --out cache/features/siteb-lite0-448.npz
+
+A bank of another site's films is for *scoring* a probe only: nothing fitted may read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+from edge_app.errors import UsageError
+
+
+def films_of(data: str | Path, split: str | None, labels: str | None) -> list[tuple[str, Path]]:
+    """``(key, path)`` of every film of a split CSV (its ``relpath``) or a labels CSV (``file``)."""
+    if (split is None) == (labels is None):
+        raise UsageError("give exactly one of --split CSV (FracAtlas) or --labels CSV (a site)")
+    data = Path(data)
+    with open(split or labels, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if split:
+        rows = [r for r in rows if r["split"] in ("train", "val", "test")]
+        return [(r["file"], data / r["relpath"]) for r in rows]
+    return [(r["file"], data / r["file"]) for r in rows]
+
+
+def _features(args: argparse.Namespace) -> int:
+    from train.feature_bank import extract_bank
+
+    films = films_of(args.data, args.split, args.labels)
+    if args.limit:
+        films = films[: args.limit]
+    bank = extract_bank(
+        args.backbone,
+        args.size,
+        films,
+        args.out,
+        batch_size=args.batch_size,
+        flip=args.flip,
+        keep_map=args.keep_map,
+    )
+    print(f"{args.out}: {len(bank.files)} films × {bank.features.shape[1]} features")
+    return 0
+
+
+def _probe_search(args: argparse.Namespace) -> int:
+    from edge_app._optional import require
+    from train.probe_search import run_search
+
+    plan = require("yaml", "read search plans").safe_load(Path(args.plan).read_text())
+    if args.only:
+        plan["candidates"] = {k: v for k, v in plan["candidates"].items() if k in args.only}
+    results = run_search(plan, args.out)
+    print((Path(args.out) / "probe-search.md").read_text(), end="")
+    return 0 if results else 2
+
+
+def add_parsers(verbs: argparse._SubParsersAction) -> None:
+    from train.registry import BACKBONES
+
+    features = verbs.add_parser(
+        "features",
+        help="pooled per-block features of a frozen ImageNet backbone, cached per film",
+    )
+    features.add_argument("data", help="data root (FracAtlas) or a site's image folder")
+    features.add_argument("--split", help="a FracAtlas split CSV (relpath column)")
+    features.add_argument("--labels", help="a site's labels CSV (file column)")
+    features.add_argument("--backbone", default="tf_efficientnet_lite0", choices=BACKBONES)
+    features.add_argument("--size", type=int, default=448)
+    features.add_argument("--flip", action="store_true", help="read every film mirrored")
+    features.add_argument(
+        "--keep-map", metavar="BLOCK", help="also keep BLOCK's whole map (e.g. block5), float16"
+    )
+    features.add_argument("--batch-size", type=int, default=8)
+    features.add_argument("--limit", type=int, help="only the first N films (a smoke run)")
+    features.add_argument("--out", required=True, help="the bank (.npz); resumed when present")
+    features.set_defaults(handler=_features)
+
+    search = verbs.add_parser(
+        "probe-search",
+        help="frozen-feature probes fitted on FracAtlas, ranked on another site (feature banks)",
+    )
+    search.add_argument("--plan", required=True, help="YAML: banks, site_banks, split, candidates")
+    search.add_argument("--only", nargs="+", help="score only these candidates")
+    search.add_argument("--out", required=True)
+    search.set_defaults(handler=_probe_search)
