@@ -16,8 +16,6 @@ from train.feature_bank import (  # noqa: E402
     _write_bank,
     block_maps,
     extract_bank,
-    pooled_vector,
-    read_bank,
     read_maps,
 )
 from train.models import create_model  # noqa: E402
