@@ -86,6 +86,11 @@ class TrainConfig:
             raise UsageError(f"layer_decay must lie in (0, 1], got {self.layer_decay}")
         if self.freeze_stages < 0 or self.cam_weight < 0 or self.cam_negative_weight < 0:
             raise UsageError("freeze_stages, cam_weight and cam_negative_weight must be ≥ 0")
+        if self.feature_taps and self.input_size % 32:
+            raise UsageError(
+                f"feature_taps need an input size divisible by 32 (each coarser map must tile "
+                f"the finest one exactly); got {self.input_size}"
+            )
         if self.deadline_minutes is not None and not self.deadline_minutes > 0:
             raise UsageError(f"deadline_minutes must be > 0, got {self.deadline_minutes}")
 

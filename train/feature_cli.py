@@ -61,6 +61,64 @@ def _probe_search(args: argparse.Namespace) -> int:
     return 0 if results else 2
 
 
+def _top_finetune(args: argparse.Namespace) -> int:
+    import json
+
+    from train.top_finetune import TopConfig, run_top_finetune, write_checkpoint
+
+    config = TopConfig(
+        epochs=args.epochs,
+        lr=args.lr,
+        head_lr=args.head_lr,
+        seed=args.seed,
+        alpha=args.alpha,
+        temperature=args.temperature,
+        start_block=args.start_block,
+        threads=args.threads,
+    )
+    taps = tuple(args.taps)
+    result = run_top_finetune(
+        args.bank, args.split, taps, config, args.site_bank, args.site_labels, args.teacher_logits
+    )
+    history = result["history"]
+    key = "site_auroc" if args.choose == "site" else "val_auroc"
+    best = max(history, key=lambda row: row[key])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "config": config.__dict__,
+        "taps": list(taps),
+        "linear_probe": result["linear_probe"],
+        "history": history,
+        "chosen_epoch": best["epoch"],
+        "chosen_on": key,
+        "teacher_logits": args.teacher_logits,
+        "command": _top_command(args),
+    }
+    (out / "top_finetune.json").write_text(json.dumps(summary, indent=1))
+    for row in history:
+        print(json.dumps(row))
+    print(f"chosen epoch {best['epoch']} by {key}")
+    if args.checkpoint_cache:
+        write_checkpoint(
+            result["states"][best["epoch"]], taps, config, args.checkpoint_cache, out, summary
+        )
+    return 0
+
+
+def _top_command(args: argparse.Namespace) -> str:
+    """The command that reproduces this run, from the parsed flags (not sys.argv)."""
+    import shlex
+
+    words = ["fracture-edge", "top-finetune"]
+    for name, value in sorted(vars(args).items()):
+        if name in ("handler", "verb", "verbose") or value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        words += [flag, *map(str, value)] if isinstance(value, list) else [flag, str(value)]
+    return shlex.join(words)
+
+
 def add_parsers(verbs: argparse._SubParsersAction) -> None:
     from train.registry import BACKBONES
 
@@ -90,3 +148,29 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
     search.add_argument("--only", nargs="+", help="score only these candidates")
     search.add_argument("--out", required=True)
     search.set_defaults(handler=_probe_search)
+
+    top = verbs.add_parser(
+        "top-finetune",
+        help="fine-tune the top blocks of a frozen Lite0 on a bank's kept maps (LP-FT, KD)",
+    )
+    top.add_argument("--bank", required=True, help="FracAtlas bank with kept block5 maps")
+    top.add_argument("--split", required=True)
+    top.add_argument("--taps", nargs="+", default=["block4", "head"])
+    top.add_argument("--site-bank", help="a site's bank with kept maps: scored every epoch")
+    top.add_argument("--site-labels", help="the site's labels CSV")
+    top.add_argument("--teacher-logits", help="FILE.csv:COLUMN, cross-fitted on train")
+    top.add_argument("--alpha", type=float, default=0.0, help="KD weight (0: none)")
+    top.add_argument("--temperature", type=float, default=2.0)
+    top.add_argument("--epochs", type=int, default=6)
+    top.add_argument("--lr", type=float, default=3e-5)
+    top.add_argument("--head-lr", type=float, default=3e-4)
+    top.add_argument("--seed", type=int, default=0)
+    top.add_argument("--start-block", type=int, default=6, choices=(6, 7))
+    top.add_argument("--threads", type=int)
+    top.add_argument("--choose", choices=("site", "val"), default="site")
+    top.add_argument(
+        "--checkpoint-cache",
+        help="the image cache at the bank's size: write the chosen epoch as a checkpoint",
+    )
+    top.add_argument("--out", required=True)
+    top.set_defaults(handler=_top_finetune)

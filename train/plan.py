@@ -13,6 +13,12 @@ The file::
       split: splits/fracatlas-bd42f929f115.csv
       size: 160
       format: png
+    features:                  # feature banks (train/feature_bank.py) built when missing
+      - path: cache/features/fracatlas-lite0-448.npz
+        data: ../shared/data/fracatlas
+        split: splits/fracatlas-de2c8989b434.csv
+        backbone: tf_efficientnet_lite0
+        size: 448
     out: runs/NAME             # run R writes OUT/R
     deadline_minutes: 480      # no run starts after this; a run in progress stops at it
     defaults: {...}            # TrainConfig fields shared by every run
@@ -51,6 +57,7 @@ logger = logging.getLogger(__name__)
 PLAN_KEYS = (
     "description",
     "cache",
+    "features",
     "out",
     "deadline_minutes",
     "probe_teachers",
@@ -59,6 +66,7 @@ PLAN_KEYS = (
 )
 PROBE_KEYS = ("name", "data", "split", "features", "extra_logits", "l2", "pooling")
 CACHE_KEYS = ("path", "data", "split", "size", "format", "quality")
+FEATURE_KEYS = ("path", "data", "split", "backbone", "size", "keep_map")
 
 
 class PlanError(UsageError):
@@ -75,6 +83,7 @@ class Plan:
     deadline_minutes: float | None
     runs: list[TrainConfig] = field(default_factory=list)
     probe_teachers: list[dict[str, Any]] = field(default_factory=list)
+    features: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def names(self) -> list[str]:
@@ -124,6 +133,13 @@ def load_plan(
         cache=cache,
         deadline_minutes=document.get("deadline_minutes"),
     )
+    for bank in document.get("features") or []:
+        if set(bank) - set(FEATURE_KEYS) or not {"path", "data", "split", "size"} <= set(bank):
+            raise PlanError(
+                f"{path}: a feature bank needs path, data, split and size (and may have "
+                f"backbone, keep_map); got {sorted(bank)}"
+            )
+        plan.features.append(dict(bank))
     for probe in document.get("probe_teachers") or []:
         unknown = set(probe) - set(PROBE_KEYS)
         if unknown or not {"name", "data", "split", "features"} <= set(probe):
@@ -230,6 +246,22 @@ def ensure_cache(plan: Plan) -> Path:
     return path
 
 
+def ensure_features(plan: Plan) -> None:
+    """Extract the plan's feature banks that are missing or incomplete (resumed, not redone)."""
+    from train.feature_bank import extract_bank
+    from train.feature_cli import films_of
+
+    for bank in plan.features:
+        films = films_of(bank["data"], bank["split"], None)
+        extract_bank(
+            bank.get("backbone", "tf_efficientnet_lite0"),
+            int(bank["size"]),
+            films,
+            bank["path"],
+            keep_map=bank.get("keep_map"),
+        )
+
+
 def run_command(plan: Plan, name: str, flags: list[str]) -> str:
     """The command that reproduces run ``name`` of ``plan``."""
     return shlex.join(["fracture-edge", "train", "--plan", str(plan.path), "--only", name, *flags])
@@ -245,6 +277,7 @@ def run_plan(
     started = time.perf_counter()
     plan.out.mkdir(parents=True, exist_ok=True)
     ensure_cache(plan)
+    ensure_features(plan)
     summary: dict[str, Any] = {
         "plan": str(plan.path),
         "sha256": plan.sha256,

@@ -108,6 +108,7 @@ def score_candidate(
     site: SiteLabels,
     site_banks: dict[str, FeatureBank],
     score_test: bool = False,
+    teacher_out: Path | None = None,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     probe, l2_scores, fitted = fit_on(split_rows, banks, columns)
@@ -137,6 +138,10 @@ def score_candidate(
         labels, logits = fitted["labels"]["test"], fitted["logits"]["test"]
         result["test_auroc"] = round(auroc(labels, logits), 4)
         result["test_auroc_ci95"] = [round(v, 4) for v in bootstrap_auroc_ci(labels, logits)]
+    if teacher_out is not None:
+        result["teacher_logits"] = str(
+            write_teacher_logits(teacher_out, name, probe, split_rows, banks, columns, fitted)
+        )
     result["seconds"] = round(time.perf_counter() - started, 1)
     logger.info("%s: %s", name, {k: v for k, v in result.items() if "auroc" in k})
     return result
@@ -144,7 +149,9 @@ def score_candidate(
 
 def run_search(plan: dict[str, Any], out: str | Path) -> list[dict[str, Any]]:
     """``plan``: ``banks`` {name: npz}, ``site_banks`` {name: npz}, ``split``, ``heldout_split``,
-    ``site_labels``, ``candidates`` {name: [columns]}, optional ``score_test`` [names]."""
+    ``site_labels``, ``candidates`` {name: [columns]}, optional ``score_test`` [names] and
+    ``teachers`` [names]: those candidates' logits are written as a teacher
+    (``OUT/NAME/logits.csv``, column NAME; train films cross-fitted over the split's folds)."""
     banks = {name: read_bank(path) for name, path in plan["banks"].items()}
     site_banks = {name: read_bank(path) for name, path in plan["site_banks"].items()}
     split_rows = read_split(plan["split"])
@@ -168,6 +175,7 @@ def run_search(plan: dict[str, Any], out: str | Path) -> list[dict[str, Any]]:
                 site,
                 site_banks,
                 score_test=name in plan.get("score_test", []),
+                teacher_out=out / name if name in plan.get("teachers", []) else None,
             )
         )
         (out / "probe-search.json").write_text(json.dumps(results, indent=1))
@@ -194,3 +202,31 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
             f"| {cell(row, 'test_auroc')} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def write_teacher_logits(out: Path, name, probe: Probe, rows, banks, columns, fitted) -> Path:
+    """Every film's logit in a checkpoint's logits.csv format, so ``teacher_logits:
+    OUT/NAME/logits.csv:NAME`` distils it. A train film's logit comes from a probe fitted on
+    the other folds (same strength, same validation temperature): a student never distils a
+    teacher that has seen that film's label."""
+    from train.checkpoints import write_logits_csv
+    from train.probe import cross_fitted_logits
+
+    train_rows = [r for r in rows if r["split"] == "train"]
+    features = matrix(banks, columns, [r["file"] for r in train_rows])
+    labels = np.array([int(r["label"]) for r in train_rows])
+    folds = np.array([int(r.get("fold") or -1) for r in train_rows])
+    if (folds < 0).any():
+        folds = np.arange(len(train_rows)) % 5
+    cross = cross_fitted_logits(features, labels, folds, probe.l2) / probe.temperature
+    by_file = {r["file"]: v for r, v in zip(train_rows, cross, strict=True)}
+    for split in ("val", "test"):
+        chosen = [r for r in rows if r["split"] == split]
+        by_file.update(zip((r["file"] for r in chosen), fitted["logits"][split], strict=True))
+    ordered = [r for r in rows if r["file"] in by_file]
+    path = write_logits_csv(
+        out / "logits.csv",
+        [{"file": r["file"], "split": r["split"], "label": r["label"]} for r in ordered],
+        {name: np.array([by_file[r["file"]] for r in ordered])},
+    )
+    return path

@@ -19,9 +19,11 @@ the same film up to the float16 of the cached map.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,6 +50,7 @@ class TopConfig:
     temperature: float = 2.0
     shift: int = 1
     threads: int | None = None
+    start_block: int = 6  # 6: train block6 + the 1×1 head; 7: the 1×1 head only
 
 
 class TopNet(nn.Module):
@@ -111,7 +114,7 @@ def fine_tune(
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    model = TopNet(backbone, train.frozen.shape[1])
+    model = TopNet(backbone, train.frozen.shape[1], config.start_block)
     with torch.no_grad():
         model.head.weight.copy_(torch.from_numpy(head_weight).float().view(1, -1))
         model.head.bias.fill_(head_bias)
@@ -179,7 +182,7 @@ def _score(model, epoch, val: TopData, site: TopData | None, seconds: float) -> 
 
 
 def full_model(backbone_name: str, taps, state: dict, start_block: int = 6):
-    """The offline backbone with the fine-tuned top and head: a FractureNet with ``taps``."""
+    """``start_block``: the first stage the fine-tune trained (``TopConfig.start_block``)."""
     from train.models import create_model
 
     model = create_model(backbone_name, pretrained="offline", feature_taps=taps)
@@ -198,3 +201,127 @@ def full_model(backbone_name: str, taps, state: dict, start_block: int = 6):
         model.fracture_head.weight.copy_(state["head.weight"])
         model.fracture_head.bias.copy_(state["head.bias"])
     return model.eval()
+
+
+# --------------------------------------------------------------------------- a whole run
+
+
+def _split_data(bank_path, rows, taps, teacher: dict[str, float] | None = None) -> TopData:
+    from train.feature_bank import read_bank, read_maps
+
+    bank = read_bank(bank_path)
+    files = [r["file"] for r in rows]
+    frozen_taps = [f"{t}:avg" for t in taps if t != "head"]
+    frozen = (
+        bank.select(frozen_taps, files).astype(np.float32)
+        if frozen_taps
+        else np.zeros((len(files), 0), np.float32)
+    )
+    labels = np.array([int(r.get("label", r.get("fracture")) == "1") for r in rows])
+    return TopData(
+        read_maps(bank_path, files),
+        frozen,
+        labels,
+        None if teacher is None else np.array([teacher[f] for f in files]),
+        [r.get("source") or r["file"] for r in rows],
+    )
+
+
+def lp_start(bank_path, rows, taps) -> tuple[np.ndarray, float, dict[str, Any]]:
+    """The LP step on the bank's pooled taps: the head every fine-tune starts from."""
+    from train.feature_bank import read_bank
+    from train.probe import calibrated, choose_probe
+
+    bank = read_bank(bank_path)
+    columns = [f"{t}:avg" for t in taps]
+
+    def part(split):
+        chosen = [r for r in rows if r["split"] == split]
+        return (
+            bank.select(columns, [r["file"] for r in chosen]).astype(np.float64),
+            np.array([int(r["label"]) for r in chosen]),
+        )
+
+    probe, scores = choose_probe(*part("train"), *part("val"))
+    probe = calibrated(probe, *part("val"))
+    weight, bias = probe.as_linear()
+    return weight, bias, {"l2": probe.l2, "val_auroc": round(scores[probe.l2], 4)}
+
+
+def run_top_finetune(
+    bank: str,
+    split_csv: str,
+    taps: tuple[str, ...],
+    config: TopConfig,
+    site_bank: str | None = None,
+    site_labels: str | None = None,
+    teacher_logits: str | None = None,
+) -> dict[str, Any]:
+    """LP start, then ``config.epochs`` of the top blocks; the history and every epoch's state."""
+    import csv
+
+    from train.batches import teacher_logit_column
+    from train.models import create_model
+    from train.probe_search import read_split
+
+    rows = read_split(split_csv)
+    train_rows = [r for r in rows if r["split"] == "train"]
+    val_rows = [r for r in rows if r["split"] == "val"]
+    teacher = None
+    if teacher_logits:
+        values = teacher_logit_column(teacher_logits, train_rows)
+        teacher = {r["file"]: float(v) for r, v in zip(train_rows, values, strict=True)}
+    weight, bias, lp = lp_start(bank, rows, taps)
+    site = None
+    if site_bank:
+        with open(site_labels, newline="") as handle:
+            site_rows = [dict(r, label=r["fracture"]) for r in csv.DictReader(handle)]
+        site = _split_data(site_bank, site_rows, taps)
+    backbone = create_model("tf_efficientnet_lite0", pretrained="offline").backbone.eval()
+    parts = [_split_data(bank, train_rows, taps, teacher), _split_data(bank, val_rows, taps)]
+    for data in [*parts, site] if site is not None else parts:
+        data.maps = _through_frozen(backbone, data.maps, 6, config.start_block)
+    result = fine_tune(backbone, weight, bias, *parts, config, site)
+    result["linear_probe"] = lp
+    return result
+
+
+@torch.inference_mode()
+def _through_frozen(backbone, maps: np.ndarray, first: int, start: int, batch: int = 128):
+    """Cached ``block{first-1}`` maps carried through the frozen stages ``first..start-1``."""
+    if start == first:
+        return maps
+    stages = backbone.blocks[first:start].eval()
+    out = []
+    for begin in range(0, len(maps), batch):
+        chunk = torch.from_numpy(maps[begin : begin + batch].astype(np.float32))
+        out.append(stages(chunk).half().numpy())
+    return np.concatenate(out)
+
+
+def write_checkpoint(state, taps, config: TopConfig, cache: str, out, summary) -> dict[str, Any]:
+    """The chosen epoch as an ordinary checkpoint (card, operating points on validation)."""
+    from train.config import TrainConfig
+    from train.trainer import Trainer
+
+    meta = json.loads((Path(cache) / "meta.json").read_text())
+    model = full_model("tf_efficientnet_lite0", taps, state, config.start_block)
+    train_config = TrainConfig(
+        cache=str(cache),
+        out=str(out),
+        backbone="tf_efficientnet_lite0",
+        pretrained="offline",
+        input_size=int(meta["size"]),
+        epochs=0,
+        feature_taps=list(taps),
+        seed=config.seed,
+        progress=False,
+        tensorboard=False,
+        overwrite=True,
+        threads=config.threads,
+    )
+    trainer = Trainer(train_config, model=model, command=summary["command"])
+    trainer.linear_probe = summary["linear_probe"]
+    return trainer.write_without_training(
+        f"top fine-tune: epoch {summary['chosen_epoch']} chosen on {summary['chosen_on']}"
+    )

@@ -189,3 +189,41 @@ def test_probe_search_fits_on_fracatlas_and_only_scores_the_site(tmp_path):
     assert shuffled["site_auroc"] != row["site_auroc"]
     assert json.loads((tmp_path / "out" / "probe-search.json").read_text())[0]["name"] == "one"
     assert "site B AUROC" in (tmp_path / "out" / "probe-search.md").read_text()
+
+
+def test_top_finetune_verb_chooses_on_the_site_and_writes_a_checkpoint(
+    tmp_path, tiny_training_cache
+):
+    from fracture_edge.cli import main
+    from train.checkpoints import load_checkpoint
+
+    cache = tiny_training_cache(tmp_path / "cache", count=24, size=64)
+    pairs = [(p.name, p) for p in sorted((cache / "images").glob("*.jpg"))]
+    bank = tmp_path / "fa.npz"
+    extract_bank("tf_efficientnet_lite0", 64, pairs, bank, keep_map="block5")
+    with open(cache / "index.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with open(tmp_path / "site.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "fracture", "source"])
+        writer.writerows((r["file"], r["label"], r["file"][:6]) for r in rows)
+    out = tmp_path / "top"
+    argv = ["top-finetune", "--bank", str(bank), "--split", str(cache / "index.csv")]
+    argv += ["--site-bank", str(bank), "--site-labels", str(tmp_path / "site.csv")]
+    argv += ["--epochs", "2", "--checkpoint-cache", str(cache), "--out", str(out)]
+    assert main(argv) == 0
+    summary = json.loads((out / "top_finetune.json").read_text())
+    best = max(summary["history"], key=lambda row: row["site_auroc"])
+    assert summary["chosen_epoch"] == best["epoch"] and summary["chosen_on"] == "site_auroc"
+    model, card, preprocessing = load_checkpoint(out)
+    assert card["feature_taps"] == ["block4", "head"] and preprocessing.input_size == 64
+    assert "top-finetune" in card["command"]
+    with torch.no_grad():
+        assert model.class_activation_map(torch.zeros(1, 1, 64, 64)).shape == (1, 4, 4)
+
+
+def test_feature_taps_refuse_a_size_that_does_not_tile():
+    from train.config import load_config
+
+    with pytest.raises(ValueError, match="divisible by 32"):
+        load_config(None, {"feature_taps": ["block4", "head"], "input_size": 200})
