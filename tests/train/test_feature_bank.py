@@ -227,3 +227,42 @@ def test_feature_taps_refuse_a_size_that_does_not_tile():
 
     with pytest.raises(ValueError, match="divisible by 32"):
         load_config(None, {"feature_taps": ["block4", "head"], "input_size": 200})
+
+
+def test_lp_only_run_from_a_bank_writes_a_complete_checkpoint(tmp_path, tiny_training_cache):
+    """epochs: 0 with linear_probe_init is the frozen floor as a plan run: the offline backbone
+    untouched, the head fitted on the bank's pooled taps."""
+    from train.checkpoints import load_checkpoint
+    from train.config import load_config
+    from train.trainer import train
+
+    cache = tiny_training_cache(tmp_path / "cache", count=24, size=64)
+    pairs = [(p.name, p) for p in sorted((cache / "images").glob("*.jpg"))]
+    bank = extract_bank("tf_efficientnet_lite0", 64, pairs, tmp_path / "b.npz")
+    values = dict(cache=str(cache), out=str(tmp_path / "lp"), backbone="tf_efficientnet_lite0")
+    values.update(pretrained="offline", input_size=64, epochs=0, linear_probe_init=True)
+    values.update(feature_taps=["block4", "head"], probe_features=str(tmp_path / "b.npz"))
+    values.update(progress=False, tensorboard=False)
+    card = train(load_config(None, values))
+    assert card["stopped"] == "linear probe only" and card["epochs_run"] == 0
+    assert card["linear_probe"]["features"] == str(tmp_path / "b.npz")
+    model, _, _ = load_checkpoint(tmp_path / "lp")
+    untouched = create_model("tf_efficientnet_lite0", pretrained="offline")
+    assert torch.equal(model.backbone.conv_head.weight, untouched.backbone.conv_head.weight)
+    # the head is the probe on the bank: its logits on the bank's features are the model's
+    features = bank.select(["block4:avg", "head:avg"], [pairs[3][0]])
+    weight = model.fracture_head.weight.detach().numpy()[0]
+    bias = model.fracture_head.bias.item()
+    from edge_app.preprocess import preprocess
+    from edge_app.radiograph import load_radiograph
+    from train.registry import preprocessing_for
+
+    x = preprocess(
+        load_radiograph(pairs[3][1]).pixels,
+        preprocessing_for("tf_efficientnet_lite0", "offline", 64),
+    )[0]
+    with torch.no_grad():
+        logit = model(torch.from_numpy(x)[None, None]).item()
+    assert abs((features @ weight)[0] + bias - logit) < 1e-3 * max(1.0, abs(logit))
+    with pytest.raises(ValueError, match="needs tf_efficientnet_lite0@96"):
+        train(load_config(None, dict(values, input_size=96, out=str(tmp_path / "x"))))
