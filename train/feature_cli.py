@@ -77,6 +77,8 @@ def _top_finetune(args: argparse.Namespace) -> int:
         threads=args.threads,
     )
     taps = tuple(args.taps)
+    if args.choose == "site" and not (args.site_bank and args.site_labels):
+        raise UsageError("--choose site needs --site-bank and --site-labels (or --choose val)")
     result = run_top_finetune(
         args.bank, args.split, taps, config, args.site_bank, args.site_labels, args.teacher_logits
     )
