@@ -80,7 +80,14 @@ def _top_finetune(args: argparse.Namespace) -> int:
     if args.choose == "site" and not (args.site_bank and args.site_labels):
         raise UsageError("--choose site needs --site-bank and --site-labels (or --choose val)")
     result = run_top_finetune(
-        args.bank, args.split, taps, config, args.site_bank, args.site_labels, args.teacher_logits
+        args.bank,
+        args.split,
+        taps,
+        config,
+        args.site_bank,
+        args.site_labels,
+        args.teacher_logits,
+        score_test=args.score_test,
     )
     history = result["history"]
     key = "site_auroc" if args.choose == "site" else "val_auroc"
@@ -170,6 +177,11 @@ def add_parsers(verbs: argparse._SubParsersAction) -> None:
     top.add_argument("--start-block", type=int, default=6, choices=(6, 7))
     top.add_argument("--threads", type=int)
     top.add_argument("--choose", choices=("site", "val"), default="site")
+    top.add_argument(
+        "--score-test",
+        action="store_true",
+        help="score the split's test films every epoch: for the held-out-acquisition split only",
+    )
     top.add_argument(
         "--checkpoint-cache",
         help="the image cache at the bank's size: write the chosen epoch as a checkpoint",

@@ -108,8 +108,10 @@ def fine_tune(
     val: TopData,
     config: TopConfig,
     site: TopData | None = None,
+    test: TopData | None = None,
 ) -> dict[str, Any]:
-    """Train; return every epoch's scores and weights (epoch 0 = the LP start)."""
+    """Train; return every epoch's scores and weights (epoch 0 = the LP start). ``test`` is
+    scored every epoch too: only for the held-out-acquisition proxy, never the regular test."""
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
@@ -137,7 +139,7 @@ def fine_tune(
     pos_weight = torch.tensor((len(train.labels) - positives) / positives)
     labels = torch.from_numpy(train.labels.astype(np.float32))
     teacher = None if train.teacher is None else torch.from_numpy(train.teacher.astype(np.float32))
-    history = [_score(model, 0, val, site, 0.0)]
+    history = [_score(model, 0, val, site, 0.0, test)]
     states = [copy.deepcopy(model.state_dict())]
     for epoch in range(1, config.epochs + 1):
         model.train()
@@ -166,17 +168,19 @@ def fine_tune(
             optimiser.step()
             schedule.step()
             total += loss.item()
-        history.append(_score(model, epoch, val, site, time.perf_counter() - started))
+        history.append(_score(model, epoch, val, site, time.perf_counter() - started, test))
         history[-1]["loss"] = round(total / steps, 4)
         states.append(copy.deepcopy(model.state_dict()))
         logger.info("top fine-tune epoch %d: %s", epoch, history[-1])
     return {"history": history, "states": states}
 
 
-def _score(model, epoch, val: TopData, site: TopData | None, seconds: float) -> dict[str, Any]:
+def _score(model, epoch, val, site, seconds: float, test=None) -> dict[str, Any]:
     row = {"epoch": epoch, "val_auroc": round(auroc(val.labels, logits_of(model, val)), 4)}
     if site is not None:
         row["site_auroc"] = round(auroc(site.labels, logits_of(model, site)), 4)
+    if test is not None:
+        row["test_auroc"] = round(auroc(test.labels, logits_of(model, test)), 4)
     row["seconds"] = round(seconds, 1)
     return row
 
@@ -256,8 +260,10 @@ def run_top_finetune(
     site_bank: str | None = None,
     site_labels: str | None = None,
     teacher_logits: str | None = None,
+    score_test: bool = False,
 ) -> dict[str, Any]:
-    """LP start, then ``config.epochs`` of the top blocks; the history and every epoch's state."""
+    """LP start, then ``config.epochs`` of the top blocks; the history and every epoch's state.
+    ``score_test``: also score the split's test films every epoch (the held-out proxy)."""
     import csv
 
     from train.batches import teacher_logit_column
@@ -279,9 +285,13 @@ def run_top_finetune(
         site = _split_data(site_bank, site_rows, taps)
     backbone = create_model("tf_efficientnet_lite0", pretrained="offline").backbone.eval()
     parts = [_split_data(bank, train_rows, taps, teacher), _split_data(bank, val_rows, taps)]
-    for data in [*parts, site] if site is not None else parts:
-        data.maps = _through_frozen(backbone, data.maps, 6, config.start_block)
-    result = fine_tune(backbone, weight, bias, *parts, config, site)
+    test = None
+    if score_test:
+        test = _split_data(bank, [r for r in rows if r["split"] == "test"], taps)
+    for data in [*parts, site, test]:
+        if data is not None:
+            data.maps = _through_frozen(backbone, data.maps, 6, config.start_block)
+    result = fine_tune(backbone, weight, bias, *parts, config, site, test)
     result["linear_probe"] = lp
     return result
 
