@@ -241,3 +241,18 @@ def read_maps(out: str | Path, files: Sequence[str]) -> np.ndarray:
     position = {key: i for i, key in enumerate(bank.meta["map_files"])}
     stored = np.load(map_path(out, block), mmap_mode="r")
     return np.stack([stored[position[f]] for f in files])
+
+
+def bank_taps(path, backbone: str, size: int, taps, files: Sequence[str]) -> np.ndarray:
+    """A model's pooled features (global average of each of its ``feature_taps``, in order)
+    read from a bank of the original films, after checking the bank is this backbone at this
+    size, not mirrored: an LP step fitted here is the head of the model the app runs."""
+    from edge_app.errors import UsageError
+
+    bank = read_bank(path)
+    if (bank.meta["backbone"], bank.meta["size"]) != (backbone, size) or bank.meta.get("flip"):
+        raise UsageError(
+            f"{path} holds {bank.meta['backbone']}@{bank.meta['size']} features; this run "
+            f"needs {backbone}@{size} (not mirrored)"
+        )
+    return bank.select([f"{t}:avg" for t in taps], files)

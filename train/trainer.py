@@ -434,20 +434,13 @@ class Trainer:
         return np.concatenate(chunks)
 
     def bank_features(self, indices) -> np.ndarray:
-        """The same pooled features, read from a feature bank of the original films
-        (:mod:`train.feature_bank`, the app's reader and preprocessing) instead of passes."""
-        from train.feature_bank import read_bank
+        """The pooled taps from the run's feature bank (:func:`train.feature_bank.bank_taps`)."""
+        from train.feature_bank import bank_taps
 
-        bank = read_bank(self.config.probe_features)
-        wanted = (self.config.backbone, self.config.input_size)
-        if (bank.meta["backbone"], bank.meta["size"]) != wanted or bank.meta.get("flip"):
-            raise UsageError(
-                f"{self.config.probe_features} holds {bank.meta['backbone']}@{bank.meta['size']}"
-                f" features; this run needs {wanted[0]}@{wanted[1]} (not mirrored)"
-            )
-        taps = [f"{t}:avg" for t in (self.model.feature_taps or ("head",))]
         files = [self.data.rows[i]["file"] for i in indices.cpu().numpy()]
-        return bank.select(taps, files)
+        config = self.config
+        taps = self.model.feature_taps or ("head",)
+        return bank_taps(config.probe_features, config.backbone, config.input_size, taps, files)
 
     def fit_linear_probe(self) -> dict[str, Any]:
         """LP of LP-FT: the fracture head fitted on the initial backbone's frozen features."""
@@ -582,7 +575,15 @@ class Trainer:
         """
         labels = self.data.labels.cpu().numpy()
         val, test = (self.data.index[s].cpu().numpy() for s in ("val", "test"))
-        logits = self.logits(self.model, torch.arange(len(labels), device=self.device))
+        everything = torch.arange(len(labels), device=self.device)
+        if self.config.epochs == 0 and self.config.probe_features and not self.model_given:
+            # an LP-only run's logit is its head on the bank's pooled taps: the same number
+            # (read from the original films, as the app reads them) without a pass per film
+            head = self.model.fracture_head
+            weight = head.weight.detach().cpu().double().numpy()[0]
+            logits = self.bank_features(everything) @ weight + float(head.bias.detach())
+        else:
+            logits = self.logits(self.model, everything)
         write_logits_csv(self.out / "logits.csv", self.data.rows, {self.config.run_name: logits})
         if len(test) == 0:  # a split without test rows: measure validation twice
             test = val
