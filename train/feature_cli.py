@@ -98,6 +98,8 @@ def _top_finetune(args: argparse.Namespace) -> int:
         "config": config.__dict__,
         "taps": list(taps),
         "linear_probe": result["linear_probe"],
+        "bank": args.bank,
+        "frozen_features": int(result["frozen_features"]),
         "history": history,
         "chosen_epoch": best["epoch"],
         "chosen_on": key,

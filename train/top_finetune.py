@@ -293,6 +293,7 @@ def run_top_finetune(
             data.maps = _through_frozen(backbone, data.maps, 6, config.start_block)
     result = fine_tune(backbone, weight, bias, *parts, config, site, test)
     result["linear_probe"] = lp
+    result["frozen_features"] = parts[0].frozen.shape[1]
     return result
 
 
@@ -332,6 +333,14 @@ def write_checkpoint(state, taps, config: TopConfig, cache: str, out, summary) -
     )
     trainer = Trainer(train_config, model=model, command=summary["command"])
     trainer.linear_probe = summary["linear_probe"]
+    # every film's logit from its cached block5 map through the fine-tuned top (float16 maps:
+    # within 2e-3 of the full model's logit, tests/train/test_feature_bank.py); the bundle's
+    # own metrics are measured again by export, on the exported file and the original films
+    top = TopNet(model.backbone, summary["frozen_features"], config.start_block)
+    top.load_state_dict(state)
+    data = _split_data(summary["bank"], trainer.data.rows, taps)
+    data.maps = _through_frozen(model.backbone, data.maps, 6, config.start_block)
+    trainer.precomputed_logits = logits_of(top, data)
     return trainer.write_without_training(
         f"top fine-tune: epoch {summary['chosen_epoch']} chosen on {summary['chosen_on']}"
     )

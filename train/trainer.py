@@ -154,6 +154,7 @@ class Trainer:
             config.cam_supervision,
         )
         self.linear_probe: dict[str, Any] | None = None
+        self.precomputed_logits: np.ndarray | None = None  # every cached film's, in row order
         self.soup_of: list[str] | None = None
 
     # ----------------------------------------------------------------- setup
@@ -576,10 +577,10 @@ class Trainer:
         labels = self.data.labels.cpu().numpy()
         val, test = (self.data.index[s].cpu().numpy() for s in ("val", "test"))
         everything = torch.arange(len(labels), device=self.device)
-        if self.config.epochs == 0 and self.config.probe_features and not self.model_given:
-            # an LP-only run's logit is its head on the bank's pooled taps: the same number
-            # (read from the original films, as the app reads them) without a pass per film
-            head = self.model.fracture_head
+        if self.precomputed_logits is not None:  # e.g. the top fine-tune's, from cached maps
+            logits = self.precomputed_logits
+        elif self.config.epochs == 0 and self.config.probe_features and not self.model_given:
+            head = self.model.fracture_head  # LP-only: the head on the bank, no pass per film
             weight = head.weight.detach().cpu().double().numpy()[0]
             logits = self.bank_features(everything) @ weight + float(head.bias.detach())
         else:
