@@ -483,7 +483,7 @@ def _add_latency_probe_parser(whats: argparse._SubParsersAction) -> None:
     )
     probes = parser.add_subparsers(dest="probe", required=True, metavar="PROBE")
     one = probes.add_parser("bursts", help="bundle bursts alternating with reference calls")
-    one.add_argument("--bundle", default="models/fracture-lite0-448-int8", help="bundle folder")
+    one.add_argument("--bundle", default="models/fracture-lite0-int8", help="bundle folder")
     one.add_argument("--arch", default="vgg16_bn", choices=BACKBONES, help="the reference")
     one.add_argument("--size", type=int, default=224, help="the reference's input size")
     one.add_argument("--bursts", type=int, default=30)
@@ -520,7 +520,7 @@ def _add_runtime_parser(whats: argparse._SubParsersAction) -> None:
         description="Cold start to the first verdict (a new process; with --app the Kivy app "
         "under Xvfb), warm inference + heatmap + box latency per sample image, peak RSS.",
     )
-    parser.add_argument("--bundle", type=Path, default=Path("models/fracture-lite0-448-int8"))
+    parser.add_argument("--bundle", type=Path, default=Path("models/fracture-lite0-int8"))
     parser.add_argument("--images", type=Path, default=Path("models/samples"))
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
@@ -555,7 +555,7 @@ def _add_hostile_inputs_parser(whats: argparse._SubParsersAction) -> None:
     parser.add_argument("--workdir", type=Path, required=True)
     parser.add_argument("--tree", type=Path, default=Path.cwd(), help="checkout to run against")
     parser.add_argument("--mode", choices=("load", "predict"), default="load")
-    parser.add_argument("--model", default="models/fracture-lite0-448-int8")
+    parser.add_argument("--model", default="models/fracture-lite0-int8")
     parser.add_argument("--cap-gb", type=float, default=3.0)
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--only", nargs="+", metavar="NAME", help="these inputs (default: all)")

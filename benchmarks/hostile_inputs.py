@@ -11,7 +11,7 @@ error class and message, or how many images came back. Two modes:
 Usage::
 
     OMP_NUM_THREADS=1 fracture-edge measure hostile-inputs --workdir /tmp/hostile \\
-        [--mode predict --model models/fracture-lite0-448-int8] [--tree /path/to/other/checkout] \\
+        [--mode predict --model models/fracture-lite0-int8] [--tree /path/to/other/checkout] \\
         [--cap-gb 3] [--timeout 60] [--only png_1x1m fifo]
 
 ``--tree`` runs the children against another checkout (e.g. the code before a fix), so both
@@ -314,7 +314,7 @@ def run(
     workdir: Path,
     tree: Path,
     mode: str = "load",
-    model: str = "models/fracture-lite0-448-int8",
+    model: str = "models/fracture-lite0-int8",
     cap_gb: float = 3.0,
     timeout: float = 60.0,
     only: list[str] | None = None,

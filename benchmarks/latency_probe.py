@@ -8,7 +8,7 @@
    thread (four bursts), with and without ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, and print
    each process's fastest call and median: torch's speed can be a per-process draw.
 
-    fracture-edge measure latency-probe bursts --bundle models/fracture-lite0-448-int8
+    fracture-edge measure latency-probe bursts --bundle models/fracture-lite0-int8
     fracture-edge measure latency-probe processes --arch custom_cnn --processes 8
 
 Prints the result as JSON and writes nothing. Timings only mean something on an otherwise idle

@@ -9,7 +9,7 @@
 - **peak RSS**: the cold-start process's own VmHWM when it exits; for the app, the highest RSS
   of the app's process tree seen while polling every 50 ms.
 
-    fracture-edge measure runtime --bundle models/fracture-lite0-448-int8 \\
+    fracture-edge measure runtime --bundle models/fracture-lite0-int8 \\
         --images models/samples --repeats 7 --app --json runs/runtime_targets.json
 """
 

@@ -87,7 +87,7 @@ def _add_options(parser: argparse.ArgumentParser) -> None:
         "--model",
         type=Path,
         metavar="DIR",
-        help="model bundle folder (default: models/fracture-lite0-448-int8)",
+        help="model bundle folder (default: models/fracture-lite0-int8)",
     )
     parser.add_argument(
         "--screenshot",

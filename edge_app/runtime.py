@@ -63,7 +63,7 @@ VERDICT_TEXT = {
     "no_fracture": "no fracture seen",
 }
 #: Where the repository keeps the default bundle (``fracture-edge predict`` without --model).
-DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "models" / "fracture-lite0-448-int8"
+DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "models" / "fracture-lite0-int8"
 
 
 @dataclass(frozen=True)

@@ -125,7 +125,7 @@ def test_writing_refuses_a_card_it_could_not_read_back(tmp_path):
 
 @pytest.mark.parametrize(
     "folder,kind",
-    [("models/fracture-lite0-int8", "bundle"), ("models/fracture-lite0-448-int8", "bundle")]
+    [("models/fracture-lite0-int8", "bundle"), ("models/fracture-lite0-448-frozen-int8", "bundle")]
     + [
         (str(path.parent.relative_to(REPO)), "checkpoint")
         for path in sorted(REPO.glob("models/checkpoints/**/model_card.json"))

@@ -626,7 +626,7 @@ def test_page_in_headless_chromium(server, tmp_path, make_radiograph, save_jpeg)
 def sample_server():
     """The page on the shipped bundle, for the samples."""
     if not (DEFAULT_BUNDLE / "model_card.json").is_file():
-        pytest.skip("needs the shipped bundle models/fracture-lite0-448-int8")
+        pytest.skip("needs the shipped bundle models/fracture-lite0-int8")
     demo = web.launch(None, "127.0.0.1", _free_port(), block=False)
     yield demo
     demo.close()
