@@ -266,3 +266,22 @@ def test_lp_only_run_from_a_bank_writes_a_complete_checkpoint(tmp_path, tiny_tra
     assert abs((features @ weight)[0] + bias - logit) < 1e-3 * max(1.0, abs(logit))
     with pytest.raises(ValueError, match="needs tf_efficientnet_lite0@96"):
         train(load_config(None, dict(values, input_size=96, out=str(tmp_path / "x"))))
+
+
+def test_top_finetune_refuses_to_choose_on_a_missing_site(tmp_path, capsys):
+    from fracture_edge.cli import main
+
+    argv = ["top-finetune", "--bank", str(tmp_path / "b.npz"), "--split", str(tmp_path / "s.csv")]
+    assert main([*argv, "--out", str(tmp_path / "o")]) == 2
+    assert "--choose site needs --site-bank" in capsys.readouterr().err
+
+
+def test_a_plan_feature_bank_needs_its_data_split_and_size(tmp_path):
+    from train.plan import PlanError, load_plan
+
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        "cache: {path: cache/x}\nfeatures:\n  - {path: b.npz, size: 64}\nruns:\n  - name: a\n"
+    )
+    with pytest.raises(PlanError, match="feature bank needs path, data, split and size"):
+        load_plan(plan)
