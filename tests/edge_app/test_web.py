@@ -281,6 +281,13 @@ def test_a_hostile_card_is_refused_in_place_of_the_result(tiny_bundle, tmp_path)
 # --------------------------------------------------------------------------- the run's files
 
 
+def _default_hangup() -> None:
+    import signal
+
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 def _start_web(tmp_path: Path, bundle: Path) -> tuple[subprocess.Popen, str]:
     """``fracture-edge web`` in a child process on a free port, with its own TMPDIR and a
     GRADIO_TEMP_DIR the page must not use; returns the process and its address."""
@@ -303,6 +310,9 @@ def _start_web(tmp_path: Path, bundle: Path) -> tuple[subprocess.Popen, str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # a runner started under nohup ignores SIGHUP, and a child inherits that: the page
+        # rightly keeps an ignored SIGHUP ignored, so give the child the default disposition
+        preexec_fn=_default_hangup,
     )
     for line in process.stdout:
         if "FractureEdge page:" in line:
