@@ -144,15 +144,16 @@ def extract_bank(
     done_files: list[str] = []
     done_rows: list[np.ndarray] = []
     taps: list[Tap] = []
+    placed: list[str] = []  # rows of the kept-map file so far
     if out.is_file():
         bank = read_bank(out)
         done_files, done_rows, taps = bank.files, list(bank.features), bank.taps
+        placed = bank.meta.get("map_files", [])
     done = set(done_files)
     todo = [(key, path) for key, path in films if key not in done]
     meta = {"backbone": backbone_name, "size": size, "flip": flip, "init": "offline ImageNet"}
     if keep_map:
         # rows of the map file: the films already placed there, then the new ones
-        placed = read_bank(out).meta.get("map_files", []) if out.is_file() else []
         known = set(placed)
         meta.update(map=keep_map, map_files=placed + [k for k, _ in films if k not in known])
     if not todo:

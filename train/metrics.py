@@ -67,6 +67,11 @@ def bootstrap_auroc_ci(
         value = auroc(labels[index], scores[index])
         if np.isfinite(value):
             values.append(value)
+    return _percentile_interval(values, level)
+
+
+def _percentile_interval(values: list[float], level: float) -> tuple[float, float]:
+    """The central ``level`` interval of bootstrap values; NaN when there are none."""
     if not values:
         return float("nan"), float("nan")
     tail = (1 - level) / 2 * 100
@@ -135,11 +140,7 @@ def group_bootstrap_auroc_ci(
         value = weighted_auroc(labels, scores, drawn[group_of])
         if np.isfinite(value):
             values.append(value)
-    if not values:
-        return float("nan"), float("nan")
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(values, [tail, 100 - tail])
-    return float(low), float(high)
+    return _percentile_interval(values, level)
 
 
 def _descending_counts(

@@ -35,6 +35,7 @@ from edge_app.errors import UsageError
 from train.feature_bank import FeatureBank, read_bank
 from train.metrics import auroc, bootstrap_auroc_ci, group_bootstrap_auroc_ci
 from train.probe import L2_GRID, Probe, calibrated, choose_probe
+from train.probe_teacher import split_rows
 
 logger = logging.getLogger(__name__)
 
@@ -57,11 +58,6 @@ class SiteLabels:
     files: list[str]
     labels: np.ndarray
     groups: list[str]
-
-
-def read_split(path: str | Path) -> list[dict[str, str]]:
-    with open(path, newline="") as handle:
-        return [r for r in csv.DictReader(handle) if r["split"] in ("train", "val", "test")]
 
 
 def read_site(path: str | Path, group_column: str = "source") -> SiteLabels:
@@ -154,8 +150,8 @@ def run_search(plan: dict[str, Any], out: str | Path) -> list[dict[str, Any]]:
     (``OUT/NAME/logits.csv``, column NAME; train films cross-fitted over the split's folds)."""
     banks = {name: read_bank(path) for name, path in plan["banks"].items()}
     site_banks = {name: read_bank(path) for name, path in plan["site_banks"].items()}
-    split_rows = read_split(plan["split"])
-    heldout = read_split(plan["heldout_split"]) if plan.get("heldout_split") else None
+    rows = split_rows(plan["split"])
+    heldout = split_rows(plan["heldout_split"]) if plan.get("heldout_split") else None
     site = read_site(plan["site_labels"], plan.get("group_column", "source"))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -170,7 +166,7 @@ def run_search(plan: dict[str, Any], out: str | Path) -> list[dict[str, Any]]:
                 name,
                 parsed,
                 banks,
-                split_rows,
+                rows,
                 heldout,
                 site,
                 site_banks,

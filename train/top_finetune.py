@@ -149,13 +149,12 @@ def fine_tune(
         started, total = time.perf_counter(), 0.0
         order = torch.randperm(len(train.labels), generator=generator)
         for step in range(steps):
-            index = order[step * config.batch_size : (step + 1) * config.batch_size].numpy()
-            maps = _augment(
-                torch.from_numpy(train.maps[np.sort(index)].astype(np.float32)),
-                generator,
-                config.shift,
+            index = np.sort(
+                order[step * config.batch_size : (step + 1) * config.batch_size].numpy()
             )
-            index = np.sort(index)
+            maps = _augment(
+                torch.from_numpy(train.maps[index].astype(np.float32)), generator, config.shift
+            )
             logits = model(maps, torch.from_numpy(train.frozen[index]))
             hard = F.binary_cross_entropy_with_logits(logits, labels[index], pos_weight=pos_weight)
             loss = hard
@@ -268,9 +267,9 @@ def run_top_finetune(
 
     from train.batches import teacher_logit_column
     from train.models import create_model
-    from train.probe_search import read_split
+    from train.probe_teacher import split_rows
 
-    rows = read_split(split_csv)
+    rows = split_rows(split_csv)
     train_rows = [r for r in rows if r["split"] == "train"]
     val_rows = [r for r in rows if r["split"] == "val"]
     teacher = None
